@@ -1,0 +1,184 @@
+// Command labctl creates and repairs homelab Kubernetes clusters from
+// declarative profiles. This file only parses flags; each command is one
+// function in package commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labctl/labctl/commands"
+	"github.com/labctl/labctl/profiles"
+)
+
+// version is set at build time: -ldflags "-X main.version=v0.1.0".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr, time.Now))
+}
+
+// run is main without the process: tests call it with their own writers
+// and clock. It returns the exit code: 0 ok, 1 failed, 2 bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	app := newApp(stdout, stderr, now)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	var usage usageError
+	switch {
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "labctl: %v\n", err)
+		return 2
+	case errors.Is(err, commands.ErrInvalid):
+		// The problems were printed on stdout with the verdicts.
+		fmt.Fprintf(stderr, "labctl: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "labctl: %v\n", err)
+	return 1
+}
+
+type usageError struct{ error }
+
+func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
+	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: commands.OutputText, Usage: "text or json"}
+	fileFlag := &cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the profile from `FILE` instead of by name"}
+	env := func(c *cli.Context) commands.Env {
+		return commands.Env{
+			Stdout: stdout, Stderr: stderr, Now: now,
+			Output: c.String("output"),
+			Loader: profiles.Loader{Dir: c.String("profiles-dir")},
+		}
+	}
+	// oneProfile reads "NAME" or "-f FILE".
+	oneProfile := func(c *cli.Context) (commands.ProfileArg, error) {
+		a := commands.ProfileArg{File: c.String("file")}
+		switch c.NArg() {
+		case 0:
+		case 1:
+			a.Name = c.Args().First()
+		default:
+			return a, usageError{fmt.Errorf("%s takes one profile, got %d arguments", c.Command.Name, c.NArg())}
+		}
+		if a.Name == "" && a.File == "" {
+			return a, usageError{fmt.Errorf("%s: which profile? give a name (labctl profiles list) or -f FILE", c.Command.Name)}
+		}
+		return a, nil
+	}
+
+	app := &cli.App{
+		Name:                 "labctl",
+		Usage:                "create and repair homelab Kubernetes clusters from declarative profiles",
+		Version:              buildVersion(),
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideVersion:          true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run decides exit codes
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name: "profiles-dir", Value: commands.DefaultProfilesDir(), EnvVars: []string{"LABCTL_PROFILES_DIR"},
+				Usage: "directory of user profiles (`DIR`/NAME.yaml); they shadow embedded ones of the same name",
+			},
+		},
+		Commands: []*cli.Command{
+			{
+				Name:  "profiles",
+				Usage: "list, show and validate profiles",
+				Subcommands: []*cli.Command{
+					{
+						Name: "list", Usage: "list embedded and user profiles",
+						Flags:  []cli.Flag{outputFlag},
+						Action: func(c *cli.Context) error { return commands.ProfilesList(env(c)) },
+					},
+					{
+						Name: "show", Usage: "print the effective profile (extends resolved, defaults filled in)",
+						ArgsUsage: "NAME | -f FILE",
+						Flags:     []cli.Flag{fileFlag, &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: commands.OutputYAML, Usage: "yaml or json"}},
+						Action: func(c *cli.Context) error {
+							a, err := oneProfile(c)
+							if err != nil {
+								return err
+							}
+							return commands.ProfilesShow(env(c), a)
+						},
+					},
+					{
+						Name: "validate", Usage: "check profiles; every problem names the file, line and field",
+						ArgsUsage: "[NAME ...] [-f FILE ...]",
+						Flags:     []cli.Flag{&cli.StringSliceFlag{Name: "file", Aliases: []string{"f"}, Usage: "validate `FILE` (repeatable)"}, outputFlag},
+						Action: func(c *cli.Context) error {
+							var args []commands.ProfileArg
+							for _, n := range c.Args().Slice() {
+								args = append(args, commands.ProfileArg{Name: n})
+							}
+							for _, f := range c.StringSlice("file") {
+								args = append(args, commands.ProfileArg{File: f})
+							}
+							return commands.ProfilesValidate(env(c), args)
+						},
+					},
+				},
+			},
+			{
+				Name:      "plan",
+				Usage:     "show the ordered create flow for a profile and what each step would change",
+				ArgsUsage: "NAME | -f FILE",
+				Flags:     []cli.Flag{fileFlag, outputFlag},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Plan(c.Context, env(c), a)
+				},
+			},
+			{
+				Name:  "version",
+				Usage: "print labctl's version",
+				Action: func(c *cli.Context) error {
+					_, err := fmt.Fprintf(stdout, "labctl %s\n", buildVersion())
+					return err
+				},
+			},
+			{
+				Name:      "completion",
+				Usage:     "print a shell completion script (bash, zsh or fish)",
+				ArgsUsage: "bash|zsh|fish",
+				Action: func(c *cli.Context) error {
+					shell := c.Args().First()
+					script, err := completionScript(c.App, shell)
+					if err != nil {
+						return usageError{err}
+					}
+					_, err = io.WriteString(stdout, script)
+					return err
+				},
+			},
+		},
+	}
+	return app
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

@@ -1,0 +1,230 @@
+// Package commands implements labctl's commands, one function each;
+// cmd/labctl only parses flags and calls them.
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/labctl/labctl/flow"
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+)
+
+// Output formats.
+const (
+	OutputText = "text"
+	OutputJSON = "json"
+	OutputYAML = "yaml"
+)
+
+// Env is what every command gets: where to write and how.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	// Output is text or json (show also takes yaml).
+	Output string
+	// Loader finds profiles.
+	Loader profiles.Loader
+	// Now is the clock; tests fix it so JSON output is reproducible.
+	Now func() time.Time
+}
+
+// ProfileArg is a profile named on the command line or given as a file.
+type ProfileArg struct {
+	Name string
+	File string
+}
+
+func (a ProfileArg) String() string {
+	if a.File != "" {
+		return a.File
+	}
+	return a.Name
+}
+
+// Load resolves the argument through the loader.
+func (e Env) Load(a ProfileArg) (*profiles.Loaded, error) {
+	switch {
+	case a.File != "" && a.Name != "":
+		return nil, fmt.Errorf("give a profile name or -f FILE, not both")
+	case a.File != "":
+		return e.Loader.LoadFile(a.File)
+	case a.Name != "":
+		return e.Loader.Load(a.Name)
+	}
+	return nil, fmt.Errorf("which profile? give a name (see `labctl profiles list`) or -f FILE")
+}
+
+// DefaultProfilesDir is $LABCTL_PROFILES_DIR, else the user config
+// directory's labctl/profiles.
+func DefaultProfilesDir() string {
+	if d := os.Getenv("LABCTL_PROFILES_DIR"); d != "" {
+		return d
+	}
+	base, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(base, "labctl", "profiles")
+}
+
+// ProfilesList prints every profile the loader finds.
+func ProfilesList(e Env) error {
+	list, err := e.Loader.List()
+	if err != nil {
+		return err
+	}
+	if e.Output == OutputJSON {
+		return writeJSON(e.Stdout, list)
+	}
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSOURCE\tDESCRIPTION")
+	for _, p := range list {
+		src := p.Source
+		if p.Shadows {
+			src += " (shadows embedded)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, src, p.Description)
+	}
+	return tw.Flush()
+}
+
+// ProfilesShow prints the effective profile: extends resolved, defaults
+// filled in.
+func ProfilesShow(e Env, a ProfileArg) error {
+	l, err := e.Load(a)
+	if err != nil {
+		return err
+	}
+	switch e.Output {
+	case OutputJSON:
+		return writeJSON(e.Stdout, l.Profile)
+	case OutputText, OutputYAML, "":
+		fmt.Fprintf(e.Stdout, "# profile %s from %s\n", l.Metadata.Name, strings.Join(l.Sources, " + "))
+		enc := yaml.NewEncoder(e.Stdout)
+		enc.SetIndent(2)
+		if err := enc.Encode(l.Profile); err != nil {
+			return err
+		}
+		return enc.Close()
+	}
+	return fmt.Errorf("output %q: want text, yaml or json", e.Output)
+}
+
+// ErrInvalid is returned by ProfilesValidate when any profile is invalid;
+// the problems were already printed.
+var ErrInvalid = errors.New("invalid profiles")
+
+// validation is one profile's verdict, for --output json.
+type validation struct {
+	Profile  string             `json:"profile"`
+	Valid    bool               `json:"valid"`
+	Sources  []string           `json:"sources,omitempty"`
+	Problems []profiles.Problem `json:"problems,omitempty"`
+	Error    string             `json:"error,omitempty"`
+}
+
+// ProfilesValidate checks the given profiles, or every profile the loader
+// finds when none is given.
+func ProfilesValidate(e Env, args []ProfileArg) error {
+	if len(args) == 0 {
+		list, err := e.Loader.List()
+		if err != nil {
+			return err
+		}
+		for _, p := range list {
+			args = append(args, ProfileArg{Name: p.Name})
+		}
+	}
+	var out []validation
+	bad := 0
+	for _, a := range args {
+		v := validation{Profile: a.String(), Valid: true}
+		l, err := e.Load(a)
+		var inv *profiles.InvalidError
+		switch {
+		case errors.As(err, &inv):
+			v.Valid, v.Problems = false, inv.Problems
+		case err != nil:
+			v.Valid, v.Error = false, err.Error()
+		default:
+			v.Sources = l.Sources
+		}
+		if !v.Valid {
+			bad++
+		}
+		out = append(out, v)
+	}
+	if e.Output == OutputJSON {
+		if err := writeJSON(e.Stdout, out); err != nil {
+			return err
+		}
+	} else {
+		for _, v := range out {
+			switch {
+			case v.Valid:
+				fmt.Fprintf(e.Stdout, "ok       %s (%s)\n", v.Profile, strings.Join(v.Sources, " + "))
+			case v.Error != "":
+				fmt.Fprintf(e.Stdout, "invalid  %s: %s\n", v.Profile, v.Error)
+			default:
+				fmt.Fprintf(e.Stdout, "invalid  %s:\n", v.Profile)
+				for _, p := range v.Problems {
+					fmt.Fprintf(e.Stdout, "  %s\n", p)
+				}
+			}
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%w: %d of %d", ErrInvalid, bad, len(out))
+	}
+	return nil
+}
+
+// Plan prints the full create flow for a profile: every step in order,
+// which run in parallel, and the changes each would make. Nothing is
+// contacted: the plan assumes fresh machines.
+func Plan(ctx context.Context, e Env, a ProfileArg) error {
+	l, err := e.Load(a)
+	if err != nil {
+		return err
+	}
+	p, err := flow.Create(&l.Profile, flow.Backends{}, flow.Options{DryRun: true})
+	if err != nil {
+		return err
+	}
+	rec := &plan.Recorder{}
+	_, runErr := plan.Run(ctx, p, plan.Options{DryRun: true, Sink: rec, Now: e.Now})
+	events := plan.Ordered(rec.Events())
+	switch e.Output {
+	case OutputJSON:
+		sink := plan.NewJSONLines(e.Stdout)
+		for _, ev := range events {
+			sink.Event(ev)
+		}
+	case OutputText, "":
+		if err := plan.WritePlan(e.Stdout, events); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.Stdout, "Profile %s from %s. State not observed: the plan assumes fresh machines.\n", l.Metadata.Name, strings.Join(l.Sources, " + "))
+	default:
+		return fmt.Errorf("output %q: want text or json", e.Output)
+	}
+	return runErr
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,420 @@
+// Package flow turns a profile into the plan of steps that creates its
+// cluster: VMs (Proxmox) → host prerequisites → K3s init → joins one at a
+// time → kubeconfig → Flux for SSH nodes, or k3d cluster → kubeconfig →
+// Flux for a k3d profile. Each step routes its changes through
+// plan.Exec.Wet, so `labctl plan` prints what `create` would do.
+//
+// The providers behind the steps are small interfaces defined here, where
+// they are consumed; provision/ and bootstrap/ implement them.
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+)
+
+// VMs creates the nodes' virtual machines (provision/proxmox).
+type VMs interface {
+	CloneVM(ctx context.Context, n profiles.Node) error
+	ConfigureVM(ctx context.Context, n profiles.Node) error
+	StartVM(ctx context.Context, n profiles.Node) error
+}
+
+// Hosts prepares machines reached over SSH (provision/ssh).
+type Hosts interface {
+	WaitSSH(ctx context.Context, n profiles.Node) error
+	InstallPrerequisites(ctx context.Context, n profiles.Node) error
+}
+
+// K3s installs and joins K3s over SSH (provision/k3s). join is the server
+// a node joins, nil for the node that initialises the cluster.
+type K3s interface {
+	WriteConfig(ctx context.Context, n profiles.Node, join *profiles.Node) error
+	Install(ctx context.Context, n profiles.Node) error
+	WaitMember(ctx context.Context, n profiles.Node) error
+	WriteKubeconfig(ctx context.Context) error
+}
+
+// K3d creates a k3d cluster (provision/k3d).
+type K3d interface {
+	CreateCluster(ctx context.Context) error
+	WaitNodes(ctx context.Context) error
+	WriteKubeconfig(ctx context.Context) error
+}
+
+// Flux bootstraps GitOps (bootstrap/).
+type Flux interface {
+	SeedSecret(ctx context.Context, namespace, name string, ref profiles.SecretRef) error
+	Install(ctx context.Context) error
+	WaitKustomizations(ctx context.Context) error
+}
+
+// Backends are the providers a real run needs. A dry run needs none: its
+// steps record their changes and never call a provider.
+type Backends struct {
+	VMs   VMs
+	Hosts Hosts
+	K3s   K3s
+	K3d   K3d
+	Flux  Flux
+}
+
+// Options shape the flow.
+type Options struct {
+	// DryRun builds the plan for `labctl plan`, which needs no providers.
+	DryRun bool
+	// Kubeconfig is the file the cluster's context is merged into.
+	Kubeconfig string
+}
+
+// ErrNoBackend is returned when a real run lacks a provider it needs.
+var ErrNoBackend = errors.New("no provider")
+
+// Create builds the create plan for a validated profile.
+func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	if o.Kubeconfig == "" {
+		o.Kubeconfig = "~/.kube/config"
+	}
+	if !o.DryRun {
+		if err := b.check(&p.Spec); err != nil {
+			return nil, err
+		}
+	}
+	f := &builder{p: p, b: b, o: o, plan: plan.New(p.Metadata.Name)}
+	if p.Spec.K3d != nil {
+		f.k3d()
+	} else {
+		f.nodes()
+	}
+	f.flux()
+	return f.plan, nil
+}
+
+func (b Backends) check(s *profiles.Spec) error {
+	var missing []string
+	if s.Proxmox != nil && b.VMs == nil {
+		missing = append(missing, "Proxmox VMs")
+	}
+	if len(s.Nodes) > 0 && (b.Hosts == nil || b.K3s == nil) {
+		missing = append(missing, "SSH hosts and K3s")
+	}
+	if s.K3d != nil && b.K3d == nil {
+		missing = append(missing, "k3d")
+	}
+	if b.Flux == nil {
+		missing = append(missing, "Flux")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w for %s", ErrNoBackend, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+type builder struct {
+	p    *profiles.Profile
+	b    Backends
+	o    Options
+	plan *plan.Plan
+	last string // the step the cluster-wide tail waits for
+}
+
+func (f *builder) nodes() {
+	s := &f.p.Spec
+	first := s.Servers()[0]
+	ready := map[string]string{} // node -> its last step before K3s, if any
+	for _, n := range s.Nodes {
+		if s.Proxmox != nil {
+			clone, start := "vm-clone/"+n.Name, "vm-start/"+n.Name
+			f.plan.Add(plan.Step{
+				ID: clone, Title: "Clone and configure VM", Host: n.Name,
+				Run: func(ctx context.Context, x *plan.Exec) error {
+					if err := x.Wet(cloneChange(s, n), func(ctx context.Context) error { return f.b.VMs.CloneVM(ctx, n) }); err != nil {
+						return err
+					}
+					return x.Wet(configureChange(s, n), func(ctx context.Context) error { return f.b.VMs.ConfigureVM(ctx, n) })
+				},
+			}, plan.Step{
+				ID: start, Title: "Start VM and wait for SSH", Host: n.Name, After: []string{clone},
+				Run: func(ctx context.Context, x *plan.Exec) error {
+					if err := x.Wet("start VM "+vmRef(n), func(ctx context.Context) error { return f.b.VMs.StartVM(ctx, n) }); err != nil {
+						return err
+					}
+					return x.Wait(fmt.Sprintf("SSH on %s:%d", n.Address, s.SSH.Port), func(ctx context.Context) error { return f.b.Hosts.WaitSSH(ctx, n) })
+				},
+			})
+			ready[n.Name] = start
+		}
+		if s.Storage.Longhorn == nil {
+			continue
+		}
+		pre := "prerequisites/" + n.Name
+		f.plan.Add(plan.Step{
+			ID: pre, Title: "Install host prerequisites", Host: n.Name, After: nonEmpty(ready[n.Name]),
+			Run: func(ctx context.Context, x *plan.Exec) error {
+				return x.Wet(prerequisitesChange(s), func(ctx context.Context) error { return f.b.Hosts.InstallPrerequisites(ctx, n) })
+			},
+		})
+		ready[n.Name] = pre
+	}
+
+	initID := "k3s-init/" + first.Name
+	f.plan.Add(plan.Step{
+		ID: initID, Title: "Initialise K3s cluster", Host: first.Name, After: nonEmpty(ready[first.Name]),
+		Run: func(ctx context.Context, x *plan.Exec) error { return f.installK3s(ctx, x, first, nil) },
+	})
+	tail := []string{initID}
+	for _, n := range s.Nodes {
+		if n.Name == first.Name {
+			continue
+		}
+		step := plan.Step{
+			ID: "k3s-join/" + n.Name, Host: n.Name, After: nonEmpty(initID, ready[n.Name]),
+			Run: func(ctx context.Context, x *plan.Exec) error { return f.installK3s(ctx, x, n, &first) },
+		}
+		if n.Role == profiles.RoleServer {
+			// etcd changes membership one member at a time: a second join
+			// while the first is still catching up can cost the quorum.
+			step.Title, step.Serial = "Join K3s server", "etcd-join"
+		} else {
+			step.Title = "Join K3s agent"
+		}
+		f.plan.Add(step)
+		tail = append(tail, step.ID)
+	}
+	f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), func(ctx context.Context) error { return f.b.K3s.WriteKubeconfig(ctx) })
+}
+
+// installK3s writes the node's K3s config, runs the installer and waits
+// until the node (and, for a server, its etcd member) is in the cluster.
+func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node, join *profiles.Node) error {
+	s := &f.p.Spec
+	if err := x.Wet(configChange(s, n, join), func(ctx context.Context) error { return f.b.K3s.WriteConfig(ctx, n, join) }); err != nil {
+		return err
+	}
+	if err := x.Wet(installChange(s, n), func(ctx context.Context) error { return f.b.K3s.Install(ctx, n) }); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("Node %s Ready", n.Name)
+	if n.Role == profiles.RoleServer {
+		what += " and its etcd member present"
+	}
+	return x.Wait(what, func(ctx context.Context) error { return f.b.K3s.WaitMember(ctx, n) })
+}
+
+func (f *builder) k3d() {
+	s := &f.p.Spec
+	k := s.K3d
+	f.plan.Add(plan.Step{
+		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k.DockerHost),
+		Run: func(ctx context.Context, x *plan.Exec) error {
+			if err := x.Wet(k3dChange(s), func(ctx context.Context) error { return f.b.K3d.CreateCluster(ctx) }); err != nil {
+				return err
+			}
+			return x.Wait(fmt.Sprintf("%d nodes Ready", k.Servers+k.Agents), func(ctx context.Context) error { return f.b.K3d.WaitNodes(ctx) })
+		},
+	})
+	f.kubeconfig([]string{"k3d-cluster"}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), func(ctx context.Context) error { return f.b.K3d.WriteKubeconfig(ctx) })
+}
+
+func (f *builder) kubeconfig(after []string, server string, fn func(context.Context) error) {
+	name := f.p.Metadata.Name
+	f.plan.Add(plan.Step{
+		ID: "kubeconfig", Title: "Merge kubeconfig", After: after,
+		Run: func(ctx context.Context, x *plan.Exec) error {
+			return x.Wet(fmt.Sprintf("merge context %q (server %s) into %s, other contexts untouched", name, server, f.o.Kubeconfig), fn)
+		},
+	})
+	f.last = "kubeconfig"
+}
+
+func (f *builder) flux() {
+	s := &f.p.Spec
+	fx := s.Flux
+	f.plan.Add(plan.Step{
+		ID: "flux", Title: "Bootstrap Flux", After: []string{f.last},
+		Run: func(ctx context.Context, x *plan.Exec) error {
+			seed := func(ns, name string, ref profiles.SecretRef) error {
+				return x.Wet(fmt.Sprintf("seed secret %s/%s from %s", ns, name, ref), func(ctx context.Context) error { return f.b.Flux.SeedSecret(ctx, ns, name, ref) })
+			}
+			if c := s.Certificates; c != nil {
+				if err := seed(c.DNS01.SecretNamespace, c.DNS01.SecretName, c.DNS01.APITokenRef); err != nil {
+					return err
+				}
+			}
+			if fx.SOPSAgeKeyRef != nil {
+				if err := seed("flux-system", "sops-age", *fx.SOPSAgeKeyRef); err != nil {
+					return err
+				}
+			}
+			auth := "a generated SSH deploy key"
+			if fx.DeployKeyRef != nil {
+				auth = "the SSH key from " + fx.DeployKeyRef.String()
+			}
+			install := fmt.Sprintf("install Flux and commit %s/flux-system to %s (branch %s, %s)", strings.TrimPrefix(fx.Path, "./"), fx.URL, fx.Branch, auth)
+			if err := x.Wet(install, func(ctx context.Context) error { return f.b.Flux.Install(ctx) }); err != nil {
+				return err
+			}
+			return x.Wait("Kustomizations Ready in order: "+kustomizationOrder(fx.Kustomizations), func(ctx context.Context) error { return f.b.Flux.WaitKustomizations(ctx) })
+		},
+	})
+}
+
+// kustomizationOrder renders the dependsOn chains: "a → b → c; d → e".
+func kustomizationOrder(ks []profiles.FluxKustomization) string {
+	children := map[string][]string{}
+	var roots []string
+	for _, k := range ks {
+		if len(k.DependsOn) == 0 {
+			roots = append(roots, k.Name)
+		}
+		for _, d := range k.DependsOn {
+			children[d] = append(children[d], k.Name)
+		}
+	}
+	var chains []string
+	var walk func(name, prefix string)
+	walk = func(name, prefix string) {
+		chain := prefix + name
+		if len(children[name]) == 0 {
+			chains = append(chains, chain)
+			return
+		}
+		for _, c := range children[name] {
+			walk(c, chain+" → ")
+		}
+	}
+	for _, r := range roots {
+		walk(r, "")
+	}
+	return strings.Join(chains, "; ")
+}
+
+func nonEmpty(ids ...string) []string {
+	var out []string
+	for _, id := range ids {
+		if id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func vmRef(n profiles.Node) string {
+	if n.VMID == 0 {
+		return fmt.Sprintf("%q (next free id)", n.Name)
+	}
+	return fmt.Sprintf("%d %q", n.VMID, n.Name)
+}
+
+func cloneChange(s *profiles.Spec, n profiles.Node) string {
+	px := s.Proxmox
+	return fmt.Sprintf("full-clone template %q on Proxmox node %q to VM %s on storage %s", px.Template, px.Node, vmRef(n), px.Storage)
+}
+
+func configureChange(s *profiles.Spec, n profiles.Node) string {
+	px := s.Proxmox
+	bits := 24
+	if pfx, err := netip.ParsePrefix(s.Network.Subnet); err == nil {
+		bits = pfx.Bits()
+	}
+	ci := []string{"user " + s.SSH.User, fmt.Sprintf("ipconfig0 ip=%s/%d,gw=%s", n.Address, bits, s.Network.Gateway)}
+	if len(s.Network.Nameservers) > 0 {
+		ci = append(ci, "nameserver "+strings.Join(s.Network.Nameservers, " "))
+	}
+	if s.Network.SearchDomain != "" {
+		ci = append(ci, "searchdomain "+s.Network.SearchDomain)
+	}
+	if len(px.SSHKeys) > 0 {
+		ci = append(ci, "SSH keys from "+strings.Join(px.SSHKeys, ", "))
+	}
+	bridge := px.Bridge
+	if bridge == "" {
+		bridge = "vmbr0"
+	}
+	return fmt.Sprintf("configure VM %s\n%d cores, %d MiB memory, disk %d GiB, net0 on %s, QEMU guest agent on\ncloud-init: %s",
+		vmRef(n), px.VM.Cores, px.VM.MemoryMiB, px.VM.DiskGiB, bridge, strings.Join(ci, ", "))
+}
+
+func prerequisitesChange(s *profiles.Spec) string {
+	lines := []string{
+		"converge the Longhorn host prerequisites",
+		"install packages open-iscsi, nfs-common, cryptsetup, dmsetup",
+		"enable and start iscsid",
+		"load kernel modules iscsi_tcp and dm_crypt, persist them in /etc/modules-load.d/longhorn.conf",
+		`blacklist devnode "^sd[a-z0-9]+" in /etc/multipath.conf and reload multipathd (where multipath-tools is installed)`,
+	}
+	if lh := s.Storage.Longhorn; lh != nil {
+		lines = append(lines, "create the Longhorn data path "+lh.DataPath)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// configChange describes /etc/rancher/k3s/config.yaml for a node; join is
+// the server it joins, nil for the node that initialises the cluster.
+func configChange(s *profiles.Spec, n profiles.Node, join *profiles.Node) string {
+	var parts []string
+	switch {
+	case join == nil:
+		parts = append(parts, "cluster-init: true")
+	default:
+		parts = append(parts, fmt.Sprintf("server: https://%s:6443", join.Address))
+	}
+	parts = append(parts, "node-ip: "+n.Address)
+	if n.Role == profiles.RoleServer {
+		var sans []string
+		for _, m := range s.Servers() {
+			sans = append(sans, m.Address)
+		}
+		parts = append(parts, "tls-san: "+strings.Join(sans, ","))
+		parts = append(parts, fmt.Sprintf("cluster-cidr: %s, service-cidr: %s", s.K3s.ClusterCIDR, s.K3s.ServiceCIDR))
+		if len(s.K3s.Disable) > 0 {
+			parts = append(parts, "disable: "+strings.Join(s.K3s.Disable, ","))
+		}
+	}
+	token := "token from local state (generated once)"
+	if s.K3s.TokenRef != nil {
+		token = "token from " + s.K3s.TokenRef.String()
+	}
+	parts = append(parts, token)
+	return "write /etc/rancher/k3s/config.yaml (" + strings.Join(parts, "; ") + ")"
+}
+
+func installChange(s *profiles.Spec, n profiles.Node) string {
+	exec := "server"
+	if n.Role == profiles.RoleAgent {
+		exec = "agent"
+	}
+	return fmt.Sprintf("run the K3s install script from %s with INSTALL_K3S_VERSION=%s INSTALL_K3S_EXEC=%s", s.K3s.InstallScriptURL, s.K3s.Version, exec)
+}
+
+func k3dChange(s *profiles.Spec) string {
+	k := s.K3d
+	var ports []string
+	for _, p := range k.Ports {
+		ports = append(ports, fmt.Sprintf("%d:%d@%s", p.HostPort, p.ContainerPort, p.NodeFilter))
+	}
+	docker := "the local Docker"
+	if k.DockerHost != "" {
+		docker = "Docker at " + k.DockerHost
+	}
+	return fmt.Sprintf("create k3d cluster %q on %s: %d server + %d agents, image %s, ports %s, API %s:%d",
+		k.ClusterName, docker, k.Servers, k.Agents, k.Image, strings.Join(ports, " "), k.APIHost, k.APIPort)
+}
+
+// dockerHostLabel names the machine a k3d cluster runs on.
+func dockerHostLabel(dockerHost string) string {
+	if dockerHost == "" {
+		return "local-docker"
+	}
+	if u, err := url.Parse(dockerHost); err == nil && u.Hostname() != "" {
+		return u.Hostname()
+	}
+	return dockerHost
+}

@@ -1,0 +1,188 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Kind is the type of an event.
+type Kind string
+
+// Event kinds, in the order a step emits them.
+const (
+	KindPlan       Kind = "plan"        // the schedule, once, first
+	KindStepStart  Kind = "step-start"  // a step began (its Check runs next)
+	KindChange     Kind = "change"      // a Wet action: made, or in a dry run planned
+	KindWait       Kind = "wait"        // a read-only wait on earlier changes
+	KindLog        Kind = "log"         // progress that changes nothing
+	KindStepDone   Kind = "step-done"   // Status says done or skipped
+	KindStepFailed Kind = "step-failed" // Error says why
+	KindDone       Kind = "done"        // the run ended; Error set if it failed
+)
+
+// Event is one thing that happened in a run. Renderers turn the stream
+// into terminal progress or JSON lines.
+type Event struct {
+	Time     time.Time     `json:"time"`
+	Kind     Kind          `json:"kind"`
+	Plan     string        `json:"plan,omitempty"`
+	Step     string        `json:"step,omitempty"`
+	Title    string        `json:"title,omitempty"`
+	Host     string        `json:"host,omitempty"`
+	Message  string        `json:"message,omitempty"`
+	Status   Status        `json:"status,omitempty"`
+	DryRun   bool          `json:"dryRun,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Done     int           `json:"done,omitempty"`
+	Total    int           `json:"total,omitempty"`
+	Changes  int           `json:"changes,omitempty"`
+	Elapsed  time.Duration `json:"elapsedNs,omitempty"`
+	Hosts    []string      `json:"hosts,omitempty"`
+	Schedule []Scheduled   `json:"schedule,omitempty"`
+}
+
+// Sink receives events. The engine serialises calls.
+type Sink interface{ Event(Event) }
+
+// Sinks fans events out to several sinks.
+type Sinks []Sink
+
+// Event implements Sink.
+func (s Sinks) Event(e Event) {
+	for _, k := range s {
+		k.Event(e)
+	}
+}
+
+// Recorder keeps every event, for tests and for rendering a plan.
+type Recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+// Event implements Sink.
+func (r *Recorder) Event(e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+// Events returns a copy of what was recorded.
+func (r *Recorder) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+// Ordered returns the events with each step's events together, steps in
+// schedule order, the plan event first and the done event last. Parallel
+// steps interleave in a live stream; this order is the same on every run,
+// which makes a dry run's output reproducible.
+func Ordered(events []Event) []Event {
+	rank := map[string]int{}
+	for _, e := range events {
+		if e.Kind == KindPlan {
+			for i, s := range e.Schedule {
+				rank[s.ID] = i + 1
+			}
+		}
+	}
+	key := func(e Event) int {
+		switch e.Kind {
+		case KindPlan:
+			return 0
+		case KindDone:
+			return len(rank) + 1
+		}
+		return rank[e.Step]
+	}
+	out := append([]Event(nil), events...)
+	sort.SliceStable(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
+	return out
+}
+
+// JSONLines writes one JSON object per event.
+type JSONLines struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+// NewJSONLines writes events to w.
+func NewJSONLines(w io.Writer) *JSONLines { return &JSONLines{enc: json.NewEncoder(w)} }
+
+// Event implements Sink.
+func (j *JSONLines) Event(e Event) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_ = j.enc.Encode(e)
+}
+
+// Progress renders a live run for a person: one line per step start,
+// change and end, each prefixed with the step counter and host.
+type Progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	width int
+}
+
+// NewProgress writes human progress to w.
+func NewProgress(w io.Writer) *Progress { return &Progress{w: w, width: 12} }
+
+// Event implements Sink.
+func (p *Progress) Event(e Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e.Kind {
+	case KindPlan:
+		for _, h := range e.Hosts {
+			p.width = max(p.width, len(h))
+		}
+		mode := ""
+		if e.DryRun {
+			mode = " (dry run)"
+		}
+		fmt.Fprintf(p.w, "==> %s: %d steps on %d hosts%s\n", e.Plan, e.Total, len(e.Hosts), mode)
+	case KindStepStart:
+		fmt.Fprintf(p.w, "%-*s  %s ...\n", p.width, label(e.Host), e.Title)
+	case KindChange:
+		verb := ""
+		if e.DryRun {
+			verb = "would "
+		}
+		first, rest, _ := strings.Cut(e.Message, "\n")
+		fmt.Fprintf(p.w, "%-*s    %s%s\n", p.width, label(e.Host), verb, first)
+		for _, l := range strings.Split(rest, "\n") {
+			if l != "" {
+				fmt.Fprintf(p.w, "%-*s      %s\n", p.width, "", l)
+			}
+		}
+	case KindWait:
+		fmt.Fprintf(p.w, "%-*s    wait for %s\n", p.width, label(e.Host), e.Message)
+	case KindLog:
+		fmt.Fprintf(p.w, "%-*s    %s\n", p.width, label(e.Host), e.Message)
+	case KindStepDone:
+		what := "done"
+		if e.Status == StatusSkipped {
+			what = "already done"
+		}
+		fmt.Fprintf(p.w, "%-*s  %s: %s (%s) [%d/%d]\n", p.width, label(e.Host), e.Title, what, e.Elapsed.Round(time.Millisecond), e.Done, e.Total)
+	case KindStepFailed:
+		fmt.Fprintf(p.w, "%-*s  %s: FAILED: %s [%d/%d]\n", p.width, label(e.Host), e.Title, e.Error, e.Done, e.Total)
+	case KindDone:
+		if e.Error != "" {
+			fmt.Fprintf(p.w, "==> %s failed after %s: %s\n", e.Plan, e.Elapsed.Round(time.Millisecond), firstLine(e.Error))
+			return
+		}
+		fmt.Fprintf(p.w, "==> %s finished in %s: %d steps, %d changes\n", e.Plan, e.Elapsed.Round(time.Millisecond), e.Done, e.Changes)
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

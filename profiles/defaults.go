@@ -1,0 +1,41 @@
+package profiles
+
+import "strings"
+
+// Defaults filled in after loading, so `profiles show` prints what a
+// command will actually use.
+const (
+	DefaultSSHPort          = 22
+	DefaultInstallScriptURL = "https://get.k3s.io"
+	DefaultK3sImageRepo     = "docker.io/rancher/k3s"
+	DefaultClusterCIDR      = "10.42.0.0/16"
+	DefaultServiceCIDR      = "10.43.0.0/16"
+)
+
+func applyDefaults(p *Profile) {
+	s := &p.Spec
+	if s.K3s.ClusterCIDR == "" {
+		s.K3s.ClusterCIDR = DefaultClusterCIDR
+	}
+	if s.K3s.ServiceCIDR == "" {
+		s.K3s.ServiceCIDR = DefaultServiceCIDR
+	}
+	if s.K3s.InstallScriptURL == "" && len(s.Nodes) > 0 {
+		s.K3s.InstallScriptURL = DefaultInstallScriptURL
+	}
+	if s.SSH != nil && s.SSH.Port == 0 {
+		s.SSH.Port = DefaultSSHPort
+	}
+	if k := s.K3d; k != nil {
+		if k.ClusterName == "" {
+			k.ClusterName = p.Metadata.Name
+		}
+		if k.Image == "" && s.K3s.Version != "" {
+			k.Image = DefaultK3sImageRepo + ":" + ImageTag(s.K3s.Version)
+		}
+	}
+}
+
+// ImageTag turns a K3s version (v1.33.4+k3s1) into its image tag
+// (v1.33.4-k3s1): OCI tags cannot carry '+'.
+func ImageTag(version string) string { return strings.ReplaceAll(version, "+", "-") }

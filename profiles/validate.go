@@ -1,0 +1,576 @@
+package profiles
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+var (
+	validName    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	k3sVersionRE = regexp.MustCompile(`^v1\.\d{2,}\.\d+\+k3s\d+$`)
+	dnsNameRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+)
+
+// Components K3s can disable; Traefik and ServiceLB are K3s defaults the
+// architecture keeps, but a user profile may turn them off.
+var k3sComponents = map[string]bool{
+	"coredns": true, "servicelb": true, "traefik": true, "local-storage": true, "metrics-server": true, "runtimes": true,
+}
+
+// checker collects problems located through the walker's position index.
+type checker struct {
+	locate   func(path string) (string, int)
+	problems []Problem
+}
+
+func (c *checker) add(path, format string, args ...any) {
+	file, line := c.locate(path)
+	c.problems = append(c.problems, Problem{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) required(path, v string) bool {
+	if strings.TrimSpace(v) == "" {
+		c.add(path, "required")
+		return false
+	}
+	return true
+}
+
+// validate checks a decoded profile's meaning: header, names, addresses,
+// quorum, versions, the Flux path and secret references.
+func validate(p *Profile, locate func(string) (string, int)) []Problem {
+	c := &checker{locate: locate}
+	if p.APIVersion != APIVersion {
+		c.add("apiVersion", "want %q, got %q", APIVersion, p.APIVersion)
+	}
+	if p.Kind != Kind {
+		c.add("kind", "want %q, got %q", Kind, p.Kind)
+	}
+	if c.required("metadata.name", p.Metadata.Name) && !validName.MatchString(p.Metadata.Name) {
+		c.add("metadata.name", "%q: want lower-case letters, digits and dashes (a DNS label)", p.Metadata.Name)
+	}
+	s := &p.Spec
+	switch s.Environment {
+	case EnvStaging, EnvProduction:
+	case "":
+		c.add("spec.environment", "required: %s or %s", EnvStaging, EnvProduction)
+	default:
+		c.add("spec.environment", "%q: want %s or %s", s.Environment, EnvStaging, EnvProduction)
+	}
+	c.k3s(s)
+	switch {
+	case s.K3d != nil && len(s.Nodes) > 0:
+		c.add("spec.k3d", "a profile is either a k3d cluster (spec.k3d) or SSH nodes (spec.nodes), not both")
+	case s.K3d != nil:
+		c.k3d(s)
+	case len(s.Nodes) > 0:
+		c.nodes(s)
+	default:
+		c.add("spec", "no machines: set spec.k3d for a k3d cluster or spec.nodes for K3s over SSH")
+	}
+	c.storage(s)
+	c.ingress(s)
+	c.dns(s)
+	c.certificates(s)
+	c.flux(s)
+	return c.problems
+}
+
+func (c *checker) k3s(s *Spec) {
+	if c.required("spec.k3s.version", s.K3s.Version) && !k3sVersionRE.MatchString(s.K3s.Version) {
+		c.add("spec.k3s.version", "%q: want a K3s release such as v1.33.4+k3s1", s.K3s.Version)
+	}
+	cluster := c.prefix("spec.k3s.clusterCIDR", s.K3s.ClusterCIDR)
+	service := c.prefix("spec.k3s.serviceCIDR", s.K3s.ServiceCIDR)
+	if cluster.IsValid() && service.IsValid() && cluster.Overlaps(service) {
+		c.add("spec.k3s.serviceCIDR", "%s overlaps clusterCIDR %s", service, cluster)
+	}
+	for i, d := range s.K3s.Disable {
+		if !k3sComponents[d] {
+			c.add(fmt.Sprintf("spec.k3s.disable[%d]", i), "%q: K3s can disable %s", d, strings.Join(sortedKeys(k3sComponents), ", "))
+		}
+	}
+	if s.K3s.TokenRef != nil {
+		c.secretRef("spec.k3s.tokenRef", *s.K3s.TokenRef)
+	}
+	if u := s.K3s.InstallScriptURL; u != "" {
+		c.url("spec.k3s.installScriptURL", u, "https", "http", "file")
+	}
+}
+
+func (c *checker) prefix(path, v string) netip.Prefix {
+	if !c.required(path, v) {
+		return netip.Prefix{}
+	}
+	pfx, err := netip.ParsePrefix(v)
+	if err != nil {
+		c.add(path, "%q: want a CIDR such as 10.42.0.0/16", v)
+		return netip.Prefix{}
+	}
+	if pfx.Masked() != pfx {
+		c.add(path, "%s has host bits set; did you mean %s?", pfx, pfx.Masked())
+	}
+	return pfx.Masked()
+}
+
+func (c *checker) nodes(s *Spec) {
+	var subnet netip.Prefix
+	var gw netip.Addr
+	if s.Network == nil {
+		c.add("spec.network", "required with spec.nodes: the subnet and gateway of the node addresses")
+	} else {
+		subnet = c.prefix("spec.network.subnet", s.Network.Subnet)
+		if c.required("spec.network.gateway", s.Network.Gateway) {
+			g, err := netip.ParseAddr(s.Network.Gateway)
+			switch {
+			case err != nil:
+				c.add("spec.network.gateway", "%q is not an IP address", s.Network.Gateway)
+			case subnet.IsValid() && !subnet.Contains(g):
+				c.add("spec.network.gateway", "%s is outside the subnet %s", g, subnet)
+			default:
+				gw = g
+			}
+		}
+		for i, ns := range s.Network.Nameservers {
+			if _, err := netip.ParseAddr(ns); err != nil {
+				c.add(fmt.Sprintf("spec.network.nameservers[%d]", i), "%q is not an IP address", ns)
+			}
+		}
+	}
+	names := map[string]int{}
+	addrs := map[netip.Addr]int{}
+	vmids := map[int]int{}
+	for i, n := range s.Nodes {
+		at := fmt.Sprintf("spec.nodes[%d]", i)
+		if c.required(at+".name", n.Name) {
+			if !validName.MatchString(n.Name) {
+				c.add(at+".name", "%q: want a host name (lower-case letters, digits, dashes)", n.Name)
+			} else if j, dup := names[n.Name]; dup {
+				c.add(at+".name", "%q is already used by spec.nodes[%d]", n.Name, j)
+			} else {
+				names[n.Name] = i
+			}
+		}
+		if c.required(at+".address", n.Address) {
+			a, err := netip.ParseAddr(n.Address)
+			switch {
+			case err != nil:
+				c.add(at+".address", "%q is not an IP address", n.Address)
+			case subnet.IsValid() && !subnet.Contains(a):
+				c.add(at+".address", "%s is outside the node subnet %s (spec.network.subnet)", a, subnet)
+			case a == gw:
+				c.add(at+".address", "%s is the gateway", a)
+			case subnet.IsValid() && (a == subnet.Addr() || (a.Is4() && a == lastAddr(subnet))):
+				c.add(at+".address", "%s is the network or broadcast address of %s", a, subnet)
+			default:
+				if j, dup := addrs[a]; dup {
+					c.add(at+".address", "%s is already used by spec.nodes[%d] (%s)", a, j, s.Nodes[j].Name)
+				} else {
+					addrs[a] = i
+				}
+			}
+		}
+		switch n.Role {
+		case RoleServer, RoleAgent:
+		default:
+			c.add(at+".role", "%q: want %s or %s", n.Role, RoleServer, RoleAgent)
+		}
+		if n.VMID != 0 {
+			if n.VMID < 100 || n.VMID > 999999999 {
+				c.add(at+".vmid", "%d: Proxmox VM ids are 100 to 999999999", n.VMID)
+			} else if j, dup := vmids[n.VMID]; dup {
+				c.add(at+".vmid", "%d is already used by spec.nodes[%d] (%s)", n.VMID, j, s.Nodes[j].Name)
+			} else {
+				vmids[n.VMID] = i
+			}
+		}
+	}
+	servers := len(s.Servers())
+	switch {
+	case servers == 0:
+		c.add("spec.nodes", "no server: at least one node needs role: server")
+	case servers%2 == 0:
+		c.add("spec.nodes", "%d servers: embedded etcd needs an odd number of servers for a quorum (1, 3, 5)", servers)
+	case s.Environment == EnvProduction && servers != 3:
+		c.add("spec.nodes", "%d servers: production runs 3 servers with embedded etcd (quorum 2 of 3)", servers)
+	}
+	if s.SSH == nil {
+		c.add("spec.ssh", "required with spec.nodes: how labctl logs in to the nodes")
+	} else {
+		c.required("spec.ssh.user", s.SSH.User)
+		if s.SSH.Port < 1 || s.SSH.Port > 65535 {
+			c.add("spec.ssh.port", "%d: want 1 to 65535", s.SSH.Port)
+		}
+	}
+	if s.Proxmox != nil {
+		c.proxmox(s)
+	}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	host := 32 - p.Bits()
+	for i := 3; i >= 0 && host > 0; i-- {
+		bits := min(host, 8)
+		a[i] |= byte(1<<bits - 1)
+		host -= bits
+	}
+	return netip.AddrFrom4(a)
+}
+
+func (c *checker) proxmox(s *Spec) {
+	px := s.Proxmox
+	if px.Endpoint != "" {
+		c.url("spec.proxmox.endpoint", px.Endpoint, "https")
+	}
+	c.secretRef("spec.proxmox.tokenRef", px.TokenRef)
+	c.required("spec.proxmox.node", px.Node)
+	c.required("spec.proxmox.template", px.Template)
+	c.required("spec.proxmox.storage", px.Storage)
+	if px.CAFile != "" && px.Fingerprint != "" {
+		c.add("spec.proxmox.fingerprint", "set either caFile or fingerprint, not both")
+	}
+	if px.VM.Cores < 1 {
+		c.add("spec.proxmox.vm.cores", "want at least 1")
+	}
+	if px.VM.MemoryMiB < 1024 {
+		c.add("spec.proxmox.vm.memoryMiB", "%d MiB: K3s servers need at least 1024", px.VM.MemoryMiB)
+	}
+	if px.VM.DiskGiB < 8 {
+		c.add("spec.proxmox.vm.diskGiB", "%d GiB: want at least 8", px.VM.DiskGiB)
+	}
+}
+
+func (c *checker) k3d(s *Spec) {
+	k := s.K3d
+	if k.DockerHost != "" {
+		c.url("spec.k3d.dockerHost", k.DockerHost, "ssh", "tcp", "unix")
+	}
+	if c.required("spec.k3d.apiHost", k.APIHost) {
+		if _, err := netip.ParseAddr(k.APIHost); err != nil && !dnsNameRE.MatchString(k.APIHost) && k.APIHost != "localhost" {
+			c.add("spec.k3d.apiHost", "%q is neither an IP address nor a DNS name", k.APIHost)
+		}
+	}
+	if k.APIPort < 1 || k.APIPort > 65535 {
+		c.add("spec.k3d.apiPort", "%d: want 1 to 65535", k.APIPort)
+	}
+	switch {
+	case k.Servers < 1:
+		c.add("spec.k3d.servers", "%d: want at least 1", k.Servers)
+	case k.Servers > 1 && k.Servers%2 == 0:
+		c.add("spec.k3d.servers", "%d servers: embedded etcd needs an odd number of servers", k.Servers)
+	}
+	if k.Agents < 0 {
+		c.add("spec.k3d.agents", "%d: want 0 or more", k.Agents)
+	}
+	if k.ClusterName != "" && !validName.MatchString(k.ClusterName) {
+		c.add("spec.k3d.clusterName", "%q: want lower-case letters, digits and dashes", k.ClusterName)
+	}
+	hostPorts := map[int]int{}
+	for i, pm := range k.Ports {
+		at := fmt.Sprintf("spec.k3d.ports[%d]", i)
+		if pm.HostPort < 1 || pm.HostPort > 65535 {
+			c.add(at+".hostPort", "%d: want 1 to 65535", pm.HostPort)
+		} else if j, dup := hostPorts[pm.HostPort]; dup {
+			c.add(at+".hostPort", "%d is already mapped by spec.k3d.ports[%d]", pm.HostPort, j)
+		} else {
+			hostPorts[pm.HostPort] = i
+		}
+		if pm.HostPort == k.APIPort {
+			c.add(at+".hostPort", "%d is the API port (spec.k3d.apiPort)", pm.HostPort)
+		}
+		if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
+			c.add(at+".containerPort", "%d: want 1 to 65535", pm.ContainerPort)
+		}
+		if !k3dNodeFilterRE.MatchString(pm.NodeFilter) {
+			c.add(at+".nodeFilter", "%q: want loadbalancer, server:N, agent:N, servers:* or agents:*", pm.NodeFilter)
+		}
+	}
+}
+
+var k3dNodeFilterRE = regexp.MustCompile(`^(loadbalancer|(server|agent)s?(:(\*|\d+(,\d+)*|\d+-\d+))?|all)$`)
+
+func (c *checker) storage(s *Spec) {
+	st := s.Storage
+	switch st.DefaultClass {
+	case "local-path":
+		if st.LocalPath == nil {
+			c.add("spec.storage.localPath", "required when defaultClass is local-path")
+		} else if !path.IsAbs(st.LocalPath.Path) {
+			c.add("spec.storage.localPath.path", "%q: want an absolute path", st.LocalPath.Path)
+		}
+	case "longhorn":
+		if s.K3d != nil {
+			c.add("spec.storage.defaultClass", "longhorn needs iSCSI on real hosts; a k3d cluster uses local-path")
+		}
+		lh := st.Longhorn
+		if lh == nil {
+			c.add("spec.storage.longhorn", "required when defaultClass is longhorn")
+			break
+		}
+		if lh.Replicas < 1 {
+			c.add("spec.storage.longhorn.replicas", "%d: want at least 1", lh.Replicas)
+		} else if lh.ReplicaAntiAffinity && lh.Replicas > len(s.Nodes) {
+			// Without anti-affinity replicas may share a node, so only then is this fatal.
+			c.add("spec.storage.longhorn.replicas", "%d replicas with anti-affinity need at least %d nodes, the profile has %d", lh.Replicas, lh.Replicas, len(s.Nodes))
+		}
+		if !path.IsAbs(lh.DataPath) {
+			c.add("spec.storage.longhorn.dataPath", "%q: want an absolute path", lh.DataPath)
+		}
+		switch lh.AutoBalance {
+		case "disabled", "least-effort", "best-effort":
+		default:
+			c.add("spec.storage.longhorn.autoBalance", "%q: want disabled, least-effort or best-effort", lh.AutoBalance)
+		}
+	case "":
+		c.add("spec.storage.defaultClass", "required: local-path or longhorn")
+	default:
+		c.add("spec.storage.defaultClass", "%q: want local-path or longhorn", st.DefaultClass)
+	}
+}
+
+func (c *checker) ingress(s *Spec) {
+	if s.Ingress.Controller != "traefik" {
+		c.add("spec.ingress.controller", "%q: labctl supports traefik, the K3s default", s.Ingress.Controller)
+	} else if hasString(s.K3s.Disable, "traefik") {
+		c.add("spec.k3s.disable", "traefik is the ingress controller (spec.ingress.controller) but is disabled")
+	}
+	switch s.Ingress.LoadBalancer {
+	case "servicelb":
+		if s.K3d != nil {
+			c.add("spec.ingress.loadBalancer", "a k3d cluster is reached through k3d's load balancer: want k3d")
+		}
+		if hasString(s.K3s.Disable, "servicelb") {
+			c.add("spec.k3s.disable", "servicelb is the load balancer (spec.ingress.loadBalancer) but is disabled")
+		}
+	case "k3d":
+		if s.K3d == nil {
+			c.add("spec.ingress.loadBalancer", "k3d needs spec.k3d; SSH nodes use servicelb")
+		}
+	default:
+		c.add("spec.ingress.loadBalancer", "%q: want servicelb or k3d", s.Ingress.LoadBalancer)
+	}
+}
+
+func (c *checker) dns(s *Spec) {
+	if c.required("spec.dns.domain", s.DNS.Domain) && !dnsNameRE.MatchString(s.DNS.Domain) {
+		c.add("spec.dns.domain", "%q is not a DNS name", s.DNS.Domain)
+	}
+	for i, r := range s.DNS.Records {
+		at := fmt.Sprintf("spec.dns.records[%d]", i)
+		if !dnsNameRE.MatchString(r.Name) {
+			c.add(at+".name", "%q is not a DNS name", r.Name)
+		} else if s.DNS.Domain != "" && r.Name != s.DNS.Domain && !strings.HasSuffix(r.Name, "."+s.DNS.Domain) {
+			c.add(at+".name", "%s is outside the domain %s", r.Name, s.DNS.Domain)
+		}
+		if len(r.Targets) == 0 {
+			c.add(at+".targets", "want at least one address")
+		}
+		for j, t := range r.Targets {
+			if _, err := netip.ParseAddr(t); err != nil {
+				c.add(fmt.Sprintf("%s.targets[%d]", at, j), "%q is not an IP address", t)
+			}
+		}
+	}
+}
+
+func (c *checker) certificates(s *Spec) {
+	cert := s.Certificates
+	if cert == nil {
+		return
+	}
+	c.required("spec.certificates.issuer", cert.Issuer)
+	c.required("spec.certificates.dns01.provider", cert.DNS01.Provider)
+	c.secretRef("spec.certificates.dns01.apiTokenRef", cert.DNS01.APITokenRef)
+	c.required("spec.certificates.dns01.secretName", cert.DNS01.SecretName)
+	c.required("spec.certificates.dns01.secretNamespace", cert.DNS01.SecretNamespace)
+}
+
+func (c *checker) flux(s *Spec) {
+	f := s.Flux
+	if c.required("spec.flux.url", f.URL) {
+		c.url("spec.flux.url", f.URL, "ssh", "https", "http", "file")
+	}
+	c.required("spec.flux.branch", f.Branch)
+	if c.required("spec.flux.path", f.Path) && s.Environment != "" {
+		want := "clusters/" + s.Environment
+		if cleanRepoPath(f.Path) != want {
+			c.add("spec.flux.path", "%q does not match environment %s: want %s", f.Path, s.Environment, want)
+		}
+	}
+	if f.DeployKeyRef != nil {
+		c.secretRef("spec.flux.deployKeyRef", *f.DeployKeyRef)
+	}
+	if f.SOPSAgeKeyRef != nil {
+		c.secretRef("spec.flux.sopsAgeKeyRef", *f.SOPSAgeKeyRef)
+	}
+	if len(f.Kustomizations) == 0 {
+		c.add("spec.flux.kustomizations", "want the repository's Kustomizations, to wait for them in order")
+	}
+	index := map[string]int{}
+	for i, k := range f.Kustomizations {
+		at := fmt.Sprintf("spec.flux.kustomizations[%d]", i)
+		if !validName.MatchString(k.Name) {
+			c.add(at+".name", "%q: want a Kubernetes name", k.Name)
+		} else if j, dup := index[k.Name]; dup {
+			c.add(at+".name", "%q is already used by spec.flux.kustomizations[%d]", k.Name, j)
+		} else {
+			index[k.Name] = i
+		}
+		if c.required(at+".path", k.Path) && s.Environment != "" {
+			p := cleanRepoPath(k.Path)
+			if p == "" || strings.HasPrefix(p, "../") || path.IsAbs(p) {
+				c.add(at+".path", "%q: want a path inside the repository", k.Path)
+			} else if other := otherEnv(s.Environment); other != "" && hasSegment(p, other) {
+				c.add(at+".path", "%q points at %s from a %s profile", k.Path, other, s.Environment)
+			}
+		}
+	}
+	for i, k := range f.Kustomizations {
+		for j, d := range k.DependsOn {
+			if _, ok := index[d]; !ok {
+				c.add(fmt.Sprintf("spec.flux.kustomizations[%d].dependsOn[%d]", i, j), "%q is not a Kustomization of this profile", d)
+			}
+		}
+	}
+	if cyc := dependencyCycle(f.Kustomizations); cyc != "" {
+		c.add("spec.flux.kustomizations", "dependsOn cycle: %s", cyc)
+	}
+}
+
+// dependencyCycle returns "a -> b -> a" for the first cycle found, or "".
+func dependencyCycle(ks []FluxKustomization) string {
+	deps := map[string][]string{}
+	for _, k := range ks {
+		deps[k.Name] = k.DependsOn
+	}
+	const (
+		unseen = iota
+		active
+		done
+	)
+	state := map[string]int{}
+	var stack []string
+	var visit func(string) string
+	visit = func(n string) string {
+		switch state[n] {
+		case active:
+			for i, s := range stack {
+				if s == n {
+					return strings.Join(append(append([]string{}, stack[i:]...), n), " -> ")
+				}
+			}
+		case done:
+			return ""
+		}
+		state[n] = active
+		stack = append(stack, n)
+		for _, d := range deps[n] {
+			if _, known := deps[d]; known {
+				if cyc := visit(d); cyc != "" {
+					return cyc
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[n] = done
+		return ""
+	}
+	for _, k := range ks {
+		if cyc := visit(k.Name); cyc != "" {
+			return cyc
+		}
+	}
+	return ""
+}
+
+func (c *checker) secretRef(path string, r SecretRef) {
+	switch {
+	case r.Env == "" && r.File == "":
+		c.add(path, "required: {env: VAR} or {file: PATH}")
+	case r.Env != "" && r.File != "":
+		c.add(path, "set either env or file, not both")
+	case r.Env != "" && !envNameRE.MatchString(r.Env):
+		c.add(path+".env", "%q is not an environment variable name", r.Env)
+	}
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (c *checker) url(path, raw string, schemes ...string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		c.add(path, "%q: want a URL (%s)", raw, strings.Join(schemes, ", "))
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if s != "file" && s != "unix" && u.Host == "" {
+				c.add(path, "%q has no host", raw)
+			}
+			if u.User != nil {
+				if _, hasPass := u.User.Password(); hasPass {
+					c.add(path, "inline secret values are not allowed: remove the password from the URL")
+				}
+			}
+			return
+		}
+	}
+	c.add(path, "%q: scheme %q, want %s", raw, u.Scheme, strings.Join(schemes, ", "))
+}
+
+// cleanRepoPath normalises "./clusters/production/" to "clusters/production".
+func cleanRepoPath(p string) string {
+	p = strings.TrimSpace(p)
+	if p == "" {
+		return ""
+	}
+	p = path.Clean(p)
+	p = strings.TrimPrefix(p, "./")
+	if p == "." {
+		return ""
+	}
+	return p
+}
+
+func otherEnv(env string) string {
+	switch env {
+	case EnvStaging:
+		return EnvProduction
+	case EnvProduction:
+		return EnvStaging
+	}
+	return ""
+}
+
+func hasSegment(p, seg string) bool {
+	for _, s := range strings.Split(p, "/") {
+		if s == seg {
+			return true
+		}
+	}
+	return false
+}
+
+func hasString(list []string, v string) bool {
+	for _, s := range list {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
