@@ -82,7 +82,8 @@ func (r *Recorder) Events() []Event {
 // Ordered returns the events with each step's events together, steps in
 // schedule order, the plan event first and the done event last. Parallel
 // steps interleave in a live stream; this order is the same on every run,
-// which makes a dry run's output reproducible.
+// which makes a dry run's output reproducible; step counters are
+// renumbered to match.
 func Ordered(events []Event) []Event {
 	rank := map[string]int{}
 	for _, e := range events {
@@ -103,6 +104,14 @@ func Ordered(events []Event) []Event {
 	}
 	out := append([]Event(nil), events...)
 	sort.SliceStable(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
+	// Step counters follow the new order, so they too are the same on every run.
+	n := 0
+	for i := range out {
+		if out[i].Kind == KindStepDone || out[i].Kind == KindStepFailed {
+			n++
+			out[i].Done = n
+		}
+	}
 	return out
 }
 

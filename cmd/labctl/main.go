@@ -33,7 +33,7 @@ func main() {
 // and clock. It returns the exit code: 0 ok, 1 failed, 2 bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	app := newApp(stdout, stderr, now)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, hoistFlags(app, args))
 	if err == nil {
 		return 0
 	}
