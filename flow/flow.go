@@ -359,12 +359,9 @@ func prerequisitesChange(s *profiles.Spec) string {
 // configChange describes /etc/rancher/k3s/config.yaml for a node; join is
 // the server it joins, nil for the node that initialises the cluster.
 func configChange(s *profiles.Spec, n profiles.Node, join *profiles.Node) string {
-	var parts []string
-	switch {
-	case join == nil:
-		parts = append(parts, "cluster-init: true")
-	default:
-		parts = append(parts, fmt.Sprintf("server: https://%s:6443", join.Address))
+	parts := []string{"cluster-init: true"}
+	if join != nil {
+		parts = []string{fmt.Sprintf("server: https://%s:6443", join.Address)}
 	}
 	parts = append(parts, "node-ip: "+n.Address)
 	if n.Role == profiles.RoleServer {

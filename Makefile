@@ -1,0 +1,58 @@
+# The README's commands are these targets. Everything they need is
+# installed by the targets themselves (Go modules, golangci-lint into ./bin).
+
+GO            ?= go
+BIN           := $(CURDIR)/bin
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS       := -s -w -X main.version=$(VERSION)
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# Packages whose tests compare with golden files under testdata/.
+GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/...
+
+.PHONY: all build test vet lint fmt fuzz bench golden ci clean
+
+all: build test
+
+## build: the labctl binary in ./bin
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/labctl ./cmd/labctl
+
+## test: vet, then every unit test (golden files, fuzz seed corpus, engine)
+test: vet
+	$(GO) test -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+## lint: gofmt and golangci-lint (installed into ./bin on first use)
+lint: $(GOLANGCI_LINT)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/golangci-lint $@
+
+fmt:
+	gofmt -w .
+
+## fuzz: explore the profile loader beyond its seed corpus (FUZZTIME=60s)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./profiles -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+
+## bench: engine wall time / critical path and per-step overhead
+bench:
+	$(GO) test ./plan -run '^$$' -bench . -benchtime 20x
+
+## golden: rewrite golden files after an intended output change
+golden:
+	$(GO) test $(GOLDEN_PKGS) -count=1 -update
+
+## ci: what .ci/run runs on a clean clone
+ci: build lint test
+
+clean:
+	rm -rf $(BIN)
