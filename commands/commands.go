@@ -122,6 +122,17 @@ func ProfilesShow(e Env, a ProfileArg) error {
 	return fmt.Errorf("output %q: want text, yaml or json", e.Output)
 }
 
+// ProfilesSchema prints the JSON Schema of profile files, for editors
+// (yaml-language-server: $schema=…).
+func ProfilesSchema(e Env) error {
+	b, err := profiles.Schema()
+	if err != nil {
+		return err
+	}
+	_, err = e.Stdout.Write(b)
+	return err
+}
+
 // ErrInvalid is returned by ProfilesValidate when any profile is invalid;
 // the problems were already printed.
 var ErrInvalid = errors.New("invalid profiles")

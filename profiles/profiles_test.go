@@ -262,3 +262,16 @@ func write(t *testing.T, dir, name, text string) {
 		t.Fatal(err)
 	}
 }
+
+// The committed schema is what Schema generates; `make golden` refreshes it.
+func TestCommittedSchemaIsCurrent(t *testing.T) {
+	b, err := Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	golden.Assert(t, "profile.schema.json", b)
+}

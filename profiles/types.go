@@ -28,8 +28,8 @@ const (
 // Profile describes one cluster: where its machines come from, how K3s is
 // installed on them, and which GitOps path Flux reconciles.
 type Profile struct {
-	APIVersion string   `yaml:"apiVersion" json:"apiVersion"`
-	Kind       string   `yaml:"kind" json:"kind"`
+	APIVersion string   `yaml:"apiVersion" json:"apiVersion" enum:"labctl.dev/v1alpha1"`
+	Kind       string   `yaml:"kind" json:"kind" enum:"Profile"`
 	Metadata   Metadata `yaml:"metadata" json:"metadata"`
 	// Extends names another profile (embedded or from the profiles
 	// directory) that this file is laid over: mappings merge key by key,
@@ -47,7 +47,7 @@ type Metadata struct {
 // Spec is the cluster. Exactly one of K3d (a k3d cluster on a Docker host)
 // or Nodes (K3s installed over SSH, optionally on Proxmox VMs) is set.
 type Spec struct {
-	Environment  string        `yaml:"environment" json:"environment"`
+	Environment  string        `yaml:"environment" json:"environment" enum:"staging,production"`
 	K3s          K3s           `yaml:"k3s" json:"k3s"`
 	Network      *Network      `yaml:"network,omitempty" json:"network,omitempty"`
 	Nodes        []Node        `yaml:"nodes,omitempty" json:"nodes,omitempty"`
@@ -64,7 +64,7 @@ type Spec struct {
 // K3s is the Kubernetes distribution's settings, identical on every server.
 type K3s struct {
 	// Version is a K3s release, e.g. v1.33.4+k3s1.
-	Version     string `yaml:"version" json:"version"`
+	Version     string `yaml:"version" json:"version" pattern:"^v1\\.\\d{2,}\\.\\d+\\+k3s\\d+$"`
 	ClusterCIDR string `yaml:"clusterCIDR,omitempty" json:"clusterCIDR,omitempty"`
 	ServiceCIDR string `yaml:"serviceCIDR,omitempty" json:"serviceCIDR,omitempty"`
 	// Disable lists packaged components to turn off (K3s --disable). Empty
@@ -91,7 +91,7 @@ type Network struct {
 type Node struct {
 	Name    string `yaml:"name" json:"name"`
 	Address string `yaml:"address" json:"address"`
-	Role    string `yaml:"role" json:"role"`
+	Role    string `yaml:"role" json:"role" enum:"server,agent"`
 	// VMID is the Proxmox VM id; 0 lets Proxmox choose the next free id.
 	VMID int `yaml:"vmid,omitempty" json:"vmid,omitempty"`
 }
@@ -159,7 +159,7 @@ type K3dPort struct {
 // Storage is the default StorageClass and what it needs on the hosts.
 type Storage struct {
 	// DefaultClass is local-path or longhorn.
-	DefaultClass string     `yaml:"defaultClass" json:"defaultClass"`
+	DefaultClass string     `yaml:"defaultClass" json:"defaultClass" enum:"local-path,longhorn"`
 	LocalPath    *LocalPath `yaml:"localPath,omitempty" json:"localPath,omitempty"`
 	Longhorn     *Longhorn  `yaml:"longhorn,omitempty" json:"longhorn,omitempty"`
 }
@@ -174,14 +174,14 @@ type Longhorn struct {
 	Replicas            int    `yaml:"replicas" json:"replicas"`
 	DataPath            string `yaml:"dataPath" json:"dataPath"`
 	ReplicaAntiAffinity bool   `yaml:"replicaAntiAffinity" json:"replicaAntiAffinity"`
-	AutoBalance         string `yaml:"autoBalance" json:"autoBalance"`
+	AutoBalance         string `yaml:"autoBalance" json:"autoBalance" enum:"disabled,least-effort,best-effort"`
 }
 
 // Ingress is the cluster's ingress path.
 type Ingress struct {
-	Controller string `yaml:"controller" json:"controller"`
+	Controller string `yaml:"controller" json:"controller" enum:"traefik"`
 	// LoadBalancer is servicelb (K3s ServiceLB/Klipper) or k3d (k3d's proxy).
-	LoadBalancer string `yaml:"loadBalancer" json:"loadBalancer"`
+	LoadBalancer string `yaml:"loadBalancer" json:"loadBalancer" enum:"servicelb,k3d"`
 }
 
 // DNS lists the names that must resolve to the cluster.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -12,9 +13,14 @@ import (
 
 var (
 	validName    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	k3sVersionRE = regexp.MustCompile(`^v1\.\d{2,}\.\d+\+k3s\d+$`)
+	k3sVersionRE = regexp.MustCompile(tagOf(K3s{}, "Version", "pattern"))
 	dnsNameRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 )
+
+func tagOf(v any, field, key string) string {
+	f, _ := reflect.TypeOf(v).FieldByName(field)
+	return f.Tag.Get(key)
+}
 
 // Components K3s can disable; Traefik and ServiceLB are K3s defaults the
 // architecture keeps, but a user profile may turn them off.

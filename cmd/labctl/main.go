@@ -117,6 +117,10 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						},
 					},
 					{
+						Name: "schema", Usage: "print the JSON Schema of profile files, for editors",
+						Action: func(c *cli.Context) error { return commands.ProfilesSchema(env(c)) },
+					},
+					{
 						Name: "validate", Usage: "check profiles; every problem names the file, line and field",
 						ArgsUsage: "[NAME ...] [-f FILE ...]",
 						Flags:     []cli.Flag{&cli.StringSliceFlag{Name: "file", Aliases: []string{"f"}, Usage: "validate `FILE` (repeatable)"}, outputFlag},
