@@ -10,7 +10,7 @@ GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Packages whose tests compare with golden files under testdata/.
 GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/...
 
-.PHONY: all build test vet lint fmt fuzz bench golden ci clean
+.PHONY: all build test vet lint fmt fuzz bench golden testbed e2e ci clean
 
 all: build test
 
@@ -51,8 +51,19 @@ bench:
 golden:
 	$(GO) test $(GOLDEN_PKGS) -count=1 -update
 
+## testbed: the offline test bed's self-test (own dockerd, debootstrapped
+## node image, systemd+sshd nodes); needs root, installs docker.io and
+## debootstrap when missing, caches in ~/.cache/labctl/testbed
+E2E_TIMEOUT ?= 60m
+testbed:
+	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/testbed/
+
+## e2e: every Docker-based end-to-end test (the bed's self-test included)
+e2e:
+	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+
 ## ci: what .ci/run runs on a clean clone
-ci: build lint test
+ci: build lint test e2e
 
 clean:
 	rm -rf $(BIN)

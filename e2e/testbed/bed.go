@@ -1,0 +1,280 @@
+package testbed
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Label marks everything the bed creates, so a crashed run's leftovers
+// can be found and removed.
+const Label = "labctl-testbed"
+
+// Options shape a bed.
+type Options struct {
+	// Name prefixes the bed's network and containers.
+	Name string
+	// Subnet is the node network, e.g. 172.30.10.0/24 (a test range, never a
+	// real site's).
+	Subnet string
+	// Cache holds images, tarballs and built binaries between runs;
+	// default $LABCTL_TESTBED_CACHE or ~/.cache/labctl/testbed.
+	Cache string
+	// Log receives progress lines.
+	Log func(format string, args ...any)
+}
+
+// Bed is a set of node containers on a private network, reachable over
+// SSH from the host with a key the bed generated.
+type Bed struct {
+	Docker  *Docker
+	Image   string
+	Network string
+	Subnet  netip.Prefix
+	// KeyFile is the private key that logs in as root, SudoUser and
+	// PasswordUser on every node.
+	KeyFile string
+	Signer  ssh.Signer
+
+	opts  Options
+	dir   string
+	nodes map[string]*Node
+}
+
+// Node is one node container.
+type Node struct {
+	Name string
+	IP   string
+	// HostKey is the node's own ed25519 host key, generated at first boot.
+	HostKey ssh.PublicKey
+}
+
+// CacheDir is where the bed keeps what survives between runs.
+func CacheDir() string {
+	if d := os.Getenv("LABCTL_TESTBED_CACHE"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "labctl", "testbed")
+}
+
+// New starts (or finds) Docker, builds or reuses the node image, removes
+// leftovers of an earlier run of the same name and creates the network.
+func New(ctx context.Context, o Options) (*Bed, error) {
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	if o.Cache == "" {
+		o.Cache = CacheDir()
+	}
+	subnet, err := netip.ParsePrefix(o.Subnet)
+	if err != nil {
+		return nil, fmt.Errorf("bed subnet: %w", err)
+	}
+	if err := os.MkdirAll(o.Cache, 0o755); err != nil {
+		return nil, err
+	}
+	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: "172.29.0.1/24", AddressPool: "172.29.128.0/17", Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bed{Docker: d, Network: o.Name, Subnet: subnet, opts: o, nodes: map[string]*Node{}}
+	fail := func(err error) (*Bed, error) { b.Close(); return nil, err }
+	if b.Image, err = NodeImage(ctx, d, o.Cache, o.Log); err != nil {
+		return fail(err)
+	}
+	b.removeLeftovers(ctx)
+	gw := subnet.Addr().Next()
+	if _, err := d.Output(ctx, "network", "create", "--label", Label+"="+o.Name,
+		"--subnet", subnet.String(), "--gateway", gw.String(), o.Name); err != nil {
+		return fail(err)
+	}
+	if b.dir, err = os.MkdirTemp("", o.Name+"-"); err != nil {
+		return fail(err)
+	}
+	if err := b.makeKey(); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+func (b *Bed) removeLeftovers(ctx context.Context) {
+	ids, _ := b.Docker.Output(ctx, "ps", "-aq", "--filter", "label="+Label+"="+b.opts.Name)
+	if ids != "" {
+		_, _ = b.Docker.Output(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	_, _ = b.Docker.Output(ctx, "network", "rm", b.opts.Name)
+}
+
+func (b *Bed) makeKey() error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "labctl test bed")
+	if err != nil {
+		return err
+	}
+	b.KeyFile = filepath.Join(b.dir, "id_ed25519")
+	if err := os.WriteFile(b.KeyFile, pem.EncodeToMemory(blk), 0o600); err != nil {
+		return err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(b.KeyFile+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
+		return err
+	}
+	b.Signer, err = ssh.NewSignerFromKey(priv)
+	return err
+}
+
+// StartNode runs a node container with a static IP on the bed's network,
+// waits for systemd and sshd, installs the bed's key for root, SudoUser
+// and PasswordUser, and reads the node's host key.
+func (b *Bed) StartNode(ctx context.Context, name, ip string) (*Node, error) {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !b.Subnet.Contains(addr) {
+		return nil, fmt.Errorf("node %s: address %q is not in the bed subnet %s", name, ip, b.Subnet)
+	}
+	mirror, err := net.DefaultResolver.LookupHost(ctx, "deb.debian.org")
+	if err != nil || len(mirror) == 0 {
+		return nil, fmt.Errorf("resolve the Debian mirror for the nodes' apt: %w", err)
+	}
+	cname := b.opts.Name + "-" + name
+	if _, err := b.Docker.Output(ctx, "run", "-d", "--privileged",
+		"--name", cname, "--hostname", name,
+		"--label", Label+"="+b.opts.Name,
+		"--network", b.Network, "--ip", ip,
+		"--add-host", "deb.debian.org:"+mirror[0],
+		"--tmpfs", "/run", "--tmpfs", "/run/lock",
+		"--stop-signal", "SIGRTMIN+3", // systemd's clean shutdown
+		b.Image); err != nil {
+		return nil, err
+	}
+	n := &Node{Name: name, IP: ip}
+	b.nodes[name] = n
+	if err := b.waitSystemd(ctx, n); err != nil {
+		return nil, err
+	}
+	pub, err := os.ReadFile(b.KeyFile + ".pub")
+	if err != nil {
+		return nil, err
+	}
+	install := fmt.Sprintf(`set -e
+for u in root %[1]s %[2]s; do
+  h=$(getent passwd "$u" | cut -d: -f6)
+  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
+  install -m 600 -o "$u" -g "$u" /dev/stdin "$h/.ssh/authorized_keys" < /tmp/key
+done
+rm /tmp/key`, SudoUser, PasswordUser)
+	if _, err := b.Docker.Input(ctx, strings.NewReader(string(pub)), "exec", "-i", cname, "sh", "-c", "cat > /tmp/key"); err != nil {
+		return nil, err
+	}
+	if _, err := b.Exec(ctx, name, "sh", "-c", install); err != nil {
+		return nil, err
+	}
+	hk, err := b.Exec(ctx, name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+	if err != nil {
+		return nil, err
+	}
+	if n.HostKey, _, _, _, err = ssh.ParseAuthorizedKey([]byte(hk)); err != nil {
+		return nil, fmt.Errorf("node %s host key: %w", name, err)
+	}
+	return n, waitTCP(ctx, net.JoinHostPort(ip, "22"), 30*time.Second)
+}
+
+func (b *Bed) waitSystemd(ctx context.Context, n *Node) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		state, _ := b.Exec(ctx, n.Name, "systemctl", "is-system-running")
+		switch state {
+		case "running":
+			return nil
+		case "degraded":
+			failed, _ := b.Exec(ctx, n.Name, "systemctl", "--failed", "--no-legend", "--plain")
+			return fmt.Errorf("node %s: systemd degraded: %s", n.Name, failed)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s: systemd is %q after 60s", n.Name, state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func waitTCP(ctx context.Context, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not reachable after %s: %w", addr, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Exec runs a command in a node as root (bypassing SSH: for set-up and
+// assertions, never for what labctl itself must do).
+func (b *Bed) Exec(ctx context.Context, node string, args ...string) (string, error) {
+	return b.Docker.Output(ctx, append([]string{"exec", b.opts.Name + "-" + node}, args...)...)
+}
+
+// Kill stops a node container hard, like pulling a VM's power.
+func (b *Bed) Kill(ctx context.Context, node string) error {
+	_, err := b.Docker.Output(ctx, "kill", b.opts.Name+"-"+node)
+	return err
+}
+
+// RemoveNode deletes a node container.
+func (b *Bed) RemoveNode(ctx context.Context, node string) error {
+	delete(b.nodes, node)
+	_, err := b.Docker.Output(ctx, "rm", "-f", "-v", b.opts.Name+"-"+node)
+	return err
+}
+
+// Nodes returns the running nodes.
+func (b *Bed) Nodes() map[string]*Node { return b.nodes }
+
+// KnownHosts renders a known_hosts file for the nodes.
+func (b *Bed) KnownHosts() []byte {
+	var out []byte
+	for _, n := range b.nodes {
+		line := n.IP + " " + string(ssh.MarshalAuthorizedKey(n.HostKey))
+		out = append(out, line...)
+	}
+	return out
+}
+
+// Close removes the nodes and the network and stops a daemon the bed
+// started. The cache stays.
+func (b *Bed) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if b.opts.Name != "" && b.Docker != nil {
+		b.removeLeftovers(ctx)
+	}
+	if b.dir != "" {
+		_ = os.RemoveAll(b.dir)
+	}
+	if b.Docker != nil {
+		b.Docker.Stop()
+	}
+}
