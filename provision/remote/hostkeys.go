@@ -1,0 +1,131 @@
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/labctl/labctl/profiles"
+)
+
+// hostKeys checks server keys against a known_hosts file.
+type hostKeys struct {
+	file      string
+	acceptNew bool
+	check     ssh.HostKeyCallback
+}
+
+// knownHostsMu serialises appends to known_hosts files within a process.
+var knownHostsMu sync.Mutex
+
+func newHostKeys(file string, acceptNew bool) (*hostKeys, error) {
+	if file == "" {
+		return nil, fmt.Errorf("no known_hosts file: set ssh.knownHostsFile (labctl never skips host key checks)")
+	}
+	p, err := profiles.ExpandHome(file)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		if !acceptNew {
+			return nil, fmt.Errorf("%w: %s does not exist; create it with the hosts' keys or accept new host keys explicitly", ErrHostKeyUnknown, p)
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	cb, err := knownhosts.New(p)
+	if err != nil {
+		return nil, fmt.Errorf("known_hosts %s: %w", p, err)
+	}
+	return &hostKeys{file: p, acceptNew: acceptNew, check: cb}, nil
+}
+
+// algorithms lists the key types known_hosts has for addr, so the server
+// is asked for a key we can check (not an ECDSA key when we know its
+// ed25519 one). Nil lets the library choose (unknown host).
+func (k *hostKeys) algorithms(addr string) []string {
+	err := k.check(addr, &net.TCPAddr{IP: net.IPv4zero}, probeKey{})
+	var ke *knownhosts.KeyError
+	if !errors.As(err, &ke) {
+		return nil
+	}
+	var algos []string
+	for _, w := range ke.Want {
+		switch t := w.Key.Type(); t {
+		case ssh.KeyAlgoRSA:
+			algos = append(algos, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		default:
+			algos = append(algos, t)
+		}
+	}
+	return algos
+}
+
+func (k *hostKeys) callback(name string) ssh.HostKeyCallback {
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		err := k.check(hostname, remote, key)
+		var ke *knownhosts.KeyError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &ke) && len(ke.Want) > 0:
+			var known string
+			for i, w := range ke.Want {
+				if i > 0 {
+					known += ", "
+				}
+				known += fmt.Sprintf("%s %s (%s:%d)", w.Key.Type(), ssh.FingerprintSHA256(w.Key), w.Filename, w.Line)
+			}
+			return fmt.Errorf("%w for %s (%s): it offers %s %s, known_hosts has %s; if the host was rebuilt, remove its old entry (ssh-keygen -R %s) and connect again",
+				ErrHostKeyMismatch, name, hostname, key.Type(), ssh.FingerprintSHA256(key), known, knownhosts.Normalize(hostname))
+		case errors.As(err, &ke):
+			if !k.acceptNew {
+				return fmt.Errorf("%w: %s (%s) offers %s %s, which is not in %s; check it and accept new host keys explicitly",
+					ErrHostKeyUnknown, name, hostname, key.Type(), ssh.FingerprintSHA256(key), k.file)
+			}
+			return k.record(hostname, key)
+		}
+		return err
+	}
+}
+
+func (k *hostKeys) record(hostname string, key ssh.PublicKey) error {
+	knownHostsMu.Lock()
+	defer knownHostsMu.Unlock()
+	f, err := os.OpenFile(k.file, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("record host key: %w", err)
+	}
+	line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
+	if _, err := f.WriteString(line); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("record host key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// Later connections in this run must see the new line.
+	cb, err := knownhosts.New(k.file)
+	if err != nil {
+		return err
+	}
+	k.check = cb
+	return nil
+}
+
+// probeKey is a key no host has; checking it reveals the known ones.
+type probeKey struct{}
+
+func (probeKey) Type() string                        { return "labctl-probe" }
+func (probeKey) Marshal() []byte                     { return []byte("labctl-probe") }
+func (probeKey) Verify([]byte, *ssh.Signature) error { return errors.New("probe key") }
