@@ -194,7 +194,7 @@ func handshake(ctx context.Context, dial func(context.Context, string) (net.Conn
 	if err != nil {
 		_ = conn.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {
-			return nil, fmt.Errorf("%w: %v", ErrAuth, err)
+			return nil, fmt.Errorf("%w: %w", ErrAuth, err)
 		}
 		return nil, err
 	}
