@@ -1,0 +1,57 @@
+//go:build e2e
+
+// Package e2e holds labctl's Docker-based end-to-end tests. They run on
+// the offline test bed (e2e/testbed): `make e2e`, as root.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/provision/remote"
+)
+
+// bed is shared by the package's tests; each test starts its own nodes.
+var bed *testbed.Bed
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	var err error
+	bed, err = testbed.New(ctx, testbed.Options{
+		Name: "labctl-e2e", Subnet: "172.30.20.0/24",
+		Log: func(f string, a ...any) { fmt.Printf("bed: "+f+"\n", a...) },
+	})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test bed:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	bed.Close()
+	os.Exit(code)
+}
+
+// knownHosts writes the bed's current host keys to a file for a test.
+func knownHosts(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(p, bed.KnownHosts(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sshConfig is how labctl would reach a bed node as user.
+func sshConfig(t *testing.T, n *testbed.Node, user string) remote.Config {
+	return remote.Config{
+		Name: n.Name, Address: n.IP, User: user,
+		IdentityFiles:  []string{bed.KeyFile},
+		KnownHostsFile: knownHosts(t),
+		ConnectTimeout: 5 * time.Second,
+	}
+}
