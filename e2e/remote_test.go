@@ -36,7 +36,7 @@ func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if got := asRoot(h); got != "0" {
 			t.Fatalf("sudo id -u = %q", got)
 		}
@@ -50,7 +50,7 @@ func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if got := asRoot(h); got != "0" {
 			t.Fatalf("sudo id -u = %q", got)
 		}
@@ -76,7 +76,7 @@ func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		_, err = h.Run(ctx, remote.Cmd{Script: "true", Sudo: true})
 		if !errors.Is(err, remote.ErrSudoPassword) || !strings.Contains(err.Error(), "sudo-1: sudo for "+testbed.PasswordUser+" asks for a password") {
 			t.Fatalf("err = %v", err)
@@ -90,7 +90,7 @@ func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		_, err = h.Run(ctx, remote.Cmd{Script: "true", Sudo: true})
 		if !errors.Is(err, remote.ErrSudoPassword) || !strings.Contains(err.Error(), "rejected the password") || strings.Contains(err.Error(), "not-the-password") {
 			t.Fatalf("err = %v", err)
