@@ -18,6 +18,7 @@ import (
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/prereq"
 )
 
 // VMs creates the nodes' virtual machines (provision/proxmox).
@@ -27,10 +28,12 @@ type VMs interface {
 	StartVM(ctx context.Context, n profiles.Node) error
 }
 
-// Hosts prepares machines reached over SSH (provision/ssh).
+// Hosts prepares machines reached over SSH (provision/nodes).
 type Hosts interface {
 	WaitSSH(ctx context.Context, n profiles.Node) error
-	InstallPrerequisites(ctx context.Context, n profiles.Node) error
+	// PrerequisiteFixes observes the host and returns what is missing.
+	PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]prereq.Fix, error)
+	ApplyPrerequisite(ctx context.Context, n profiles.Node, fix prereq.Fix) error
 }
 
 // K3s installs and joins K3s over SSH (provision/k3s). join is the server
@@ -83,7 +86,7 @@ func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 		o.Kubeconfig = "~/.kube/config"
 	}
 	if !o.DryRun {
-		if err := b.check(&p.Spec); err != nil {
+		if err := b.check(&p.Spec, true); err != nil {
 			return nil, err
 		}
 	}
@@ -91,24 +94,43 @@ func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 	if p.Spec.K3d != nil {
 		f.k3d()
 	} else {
-		f.nodes()
+		f.cluster(f.machines())
 	}
 	f.flux()
 	return f.plan, nil
 }
 
-func (b Backends) check(s *profiles.Spec) error {
+// Prepare builds the first part of Create for SSH nodes: the machines (VMs
+// when the profile has Proxmox) and their host prerequisites, without K3s.
+func Prepare(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	if len(p.Spec.Nodes) == 0 {
+		return nil, fmt.Errorf("profile %s has no SSH nodes to prepare", p.Metadata.Name)
+	}
+	if !o.DryRun {
+		if err := b.check(&p.Spec, false); err != nil {
+			return nil, err
+		}
+	}
+	f := &builder{p: p, b: b, o: o, plan: plan.New(p.Metadata.Name + " (prepare)")}
+	f.machines()
+	return f.plan, nil
+}
+
+func (b Backends) check(s *profiles.Spec, cluster bool) error {
 	var missing []string
 	if s.Proxmox != nil && b.VMs == nil {
 		missing = append(missing, "Proxmox VMs")
 	}
-	if len(s.Nodes) > 0 && (b.Hosts == nil || b.K3s == nil) {
-		missing = append(missing, "SSH hosts and K3s")
+	if len(s.Nodes) > 0 && b.Hosts == nil {
+		missing = append(missing, "SSH hosts")
 	}
-	if s.K3d != nil && b.K3d == nil {
+	if cluster && len(s.Nodes) > 0 && b.K3s == nil {
+		missing = append(missing, "K3s")
+	}
+	if cluster && s.K3d != nil && b.K3d == nil {
 		missing = append(missing, "k3d")
 	}
-	if b.Flux == nil {
+	if cluster && b.Flux == nil {
 		missing = append(missing, "Flux")
 	}
 	if len(missing) > 0 {
@@ -125,10 +147,11 @@ type builder struct {
 	last string // the step the cluster-wide tail waits for
 }
 
-func (f *builder) nodes() {
+// machines adds the VM and prerequisite steps per node and returns, per
+// node, the last of them (the step K3s on that node waits for), if any.
+func (f *builder) machines() map[string]string {
 	s := &f.p.Spec
-	first := s.Servers()[0]
-	ready := map[string]string{} // node -> its last step before K3s, if any
+	ready := map[string]string{}
 	for _, n := range s.Nodes {
 		if s.Proxmox != nil {
 			clone, start := "vm-clone/"+n.Name, "vm-start/"+n.Name
@@ -155,15 +178,47 @@ func (f *builder) nodes() {
 			continue
 		}
 		pre := "prerequisites/" + n.Name
-		f.plan.Add(plan.Step{
+		var observed []prereq.Fix // what Check found missing, for Run
+		dataPath := s.Storage.Longhorn.DataPath
+		step := plan.Step{
 			ID: pre, Title: "Install host prerequisites", Host: n.Name, After: nonEmpty(ready[n.Name]),
 			Run: func(ctx context.Context, x *plan.Exec) error {
-				return x.Wet(prerequisitesChange(s), func(ctx context.Context) error { return f.b.Hosts.InstallPrerequisites(ctx, n) })
+				fixes := observed
+				if f.b.Hosts == nil {
+					fixes = prereq.Fixes(nil, dataPath) // a plan that observed nothing: a fresh host
+				}
+				for _, fix := range fixes {
+					err := x.Wet(fix.Desc, func(ctx context.Context) error { return f.b.Hosts.ApplyPrerequisite(ctx, n, fix) })
+					var kw *prereq.KernelWarning
+					if errors.As(err, &kw) {
+						x.Log("warning: " + kw.Error())
+						continue
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return nil
 			},
-		})
+		}
+		if f.b.Hosts != nil {
+			step.Check = func(ctx context.Context) (bool, error) {
+				var err error
+				observed, err = f.b.Hosts.PrerequisiteFixes(ctx, n)
+				return len(observed) == 0, err
+			}
+		}
+		f.plan.Add(step)
 		ready[n.Name] = pre
 	}
+	return ready
+}
 
+// cluster adds K3s (init, joins one server at a time, agents), the
+// kubeconfig, after each node's machine steps.
+func (f *builder) cluster(ready map[string]string) {
+	s := &f.p.Spec
+	first := s.Servers()[0]
 	initID := "k3s-init/" + first.Name
 	f.plan.Add(plan.Step{
 		ID: initID, Title: "Initialise K3s cluster", Host: first.Name, After: nonEmpty(ready[first.Name]),
@@ -340,20 +395,6 @@ func configureChange(s *profiles.Spec, n profiles.Node) string {
 	}
 	return fmt.Sprintf("configure VM %s\n%d cores, %d MiB memory, disk %d GiB, net0 on %s, QEMU guest agent on\ncloud-init: %s",
 		vmRef(n), px.VM.Cores, px.VM.MemoryMiB, px.VM.DiskGiB, bridge, strings.Join(ci, ", "))
-}
-
-func prerequisitesChange(s *profiles.Spec) string {
-	lines := []string{
-		"converge the Longhorn host prerequisites",
-		"install packages open-iscsi, nfs-common, cryptsetup, dmsetup",
-		"enable and start iscsid",
-		"load kernel modules iscsi_tcp and dm_crypt, persist them in /etc/modules-load.d/longhorn.conf",
-		`blacklist devnode "^sd[a-z0-9]+" in /etc/multipath.conf and reload multipathd (where multipath-tools is installed)`,
-	}
-	if lh := s.Storage.Longhorn; lh != nil {
-		lines = append(lines, "create the Longhorn data path "+lh.DataPath)
-	}
-	return strings.Join(lines, "\n")
 }
 
 // configChange describes /etc/rancher/k3s/config.yaml for a node; join is

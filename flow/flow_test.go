@@ -11,6 +11,7 @@ import (
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/prereq"
 )
 
 // recorder implements every provider interface by logging the call; it
@@ -40,8 +41,11 @@ func (r *recorder) StartVM(_ context.Context, n profiles.Node) error {
 	return r.log("StartVM %s", n.Name)
 }
 func (r *recorder) WaitSSH(context.Context, profiles.Node) error { return r.wait() }
-func (r *recorder) InstallPrerequisites(_ context.Context, n profiles.Node) error {
-	return r.log("InstallPrerequisites %s", n.Name)
+func (r *recorder) PrerequisiteFixes(context.Context, profiles.Node) ([]prereq.Fix, error) {
+	return prereq.Fixes(nil, "/var/lib/longhorn"), nil // a fresh host
+}
+func (r *recorder) ApplyPrerequisite(_ context.Context, n profiles.Node, fix prereq.Fix) error {
+	return r.log("ApplyPrerequisite %s %s", n.Name, fix.Item)
 }
 func (r *recorder) WriteConfig(_ context.Context, n profiles.Node, join *profiles.Node) error {
 	if join == nil {

@@ -104,6 +104,8 @@ type SSH struct {
 	KnownHostsFile string   `yaml:"knownHostsFile,omitempty" json:"knownHostsFile,omitempty"`
 	// JumpHost is user@host[:port] of a bastion, if the nodes are behind one.
 	JumpHost string `yaml:"jumpHost,omitempty" json:"jumpHost,omitempty"`
+	// SudoPasswordRef is needed when the user is not root and sudo asks.
+	SudoPasswordRef *SecretRef `yaml:"sudoPasswordRef,omitempty" json:"sudoPasswordRef,omitempty"`
 }
 
 // Proxmox is where the nodes' VMs are created. Without it the nodes are

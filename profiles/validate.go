@@ -212,6 +212,12 @@ func (c *checker) nodes(s *Spec) {
 		if s.SSH.Port < 1 || s.SSH.Port > 65535 {
 			c.add("spec.ssh.port", "%d: want 1 to 65535", s.SSH.Port)
 		}
+		if s.SSH.SudoPasswordRef != nil {
+			c.secretRef("spec.ssh.sudoPasswordRef", *s.SSH.SudoPasswordRef)
+		}
+		if s.SSH.KnownHostsFile == "" {
+			c.add("spec.ssh.knownHostsFile", "required: labctl verifies every host key")
+		}
 	}
 	if s.Proxmox != nil {
 		c.proxmox(s)

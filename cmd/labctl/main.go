@@ -42,8 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	case errors.As(err, &usage):
 		fmt.Fprintf(stderr, "labctl: %v\n", err)
 		return 2
-	case errors.Is(err, commands.ErrInvalid):
-		// The problems were printed on stdout with the verdicts.
+	case errors.Is(err, commands.ErrInvalid), errors.Is(err, commands.ErrNotReady):
+		// The problems were printed on stdout with the verdicts or the table.
 		fmt.Fprintf(stderr, "labctl: %v\n", err)
 		return 1
 	}
@@ -148,6 +148,20 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						return err
 					}
 					return commands.Plan(c.Context, env(c), a)
+				},
+			},
+			{
+				Name:      "preflight",
+				Usage:     "check, read-only, that every node has what K3s and Longhorn need (before a cluster exists)",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag, outputFlag,
+					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Preflight(c.Context, env(c), a, commands.PreflightOptions{AcceptNewHostKeys: c.Bool("accept-new-host-keys")})
 				},
 			},
 			{

@@ -1,0 +1,143 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/prereq"
+	"github.com/labctl/labctl/provision/remote"
+)
+
+// PreflightOptions shape `labctl preflight`.
+type PreflightOptions struct {
+	// AcceptNewHostKeys records keys of hosts absent from known_hosts.
+	AcceptNewHostKeys bool
+}
+
+// ErrNotReady is returned when a host lacks a prerequisite or cannot be
+// checked; the table says which.
+var ErrNotReady = errors.New("hosts are not ready")
+
+// HostReport is one host's preflight result.
+type HostReport struct {
+	Host     string           `json:"host"`
+	Address  string           `json:"address"`
+	Findings []prereq.Finding `json:"findings,omitempty"`
+	Error    string           `json:"error,omitempty"`
+}
+
+// Preflight checks, read-only and in parallel, that every node of an SSH
+// profile has what Longhorn and K3s need before a cluster exists, and
+// prints a table per host.
+func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) error {
+	l, err := e.Load(a)
+	if err != nil {
+		return err
+	}
+	s := &l.Spec
+	if len(s.Nodes) == 0 {
+		return fmt.Errorf("preflight checks SSH nodes; profile %s is a k3d cluster", l.Metadata.Name)
+	}
+	dataPath := "/var/lib/longhorn"
+	if s.Storage.Longhorn != nil {
+		dataPath = s.Storage.Longhorn.DataPath
+	}
+	pool := remote.NewPool(nil)
+	defer pool.Close()
+	var mu sync.Mutex
+	reports := map[string]*HostReport{}
+	p := plan.New("preflight " + l.Metadata.Name)
+	for _, n := range s.Nodes {
+		rep := &HostReport{Host: n.Name, Address: n.Address}
+		reports[n.Name] = rep
+		p.Add(plan.Step{
+			ID: "preflight/" + n.Name, Title: "Check host prerequisites", Host: n.Name,
+			Run: func(ctx context.Context, x *plan.Exec) error {
+				facts, err := gatherFacts(ctx, pool, s.SSH, n, o, dataPath)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					rep.Error = err.Error()
+					return nil // one unreachable host must not hide the others' results
+				}
+				rep.Findings = prereq.Assess(facts, dataPath)
+				return nil
+			},
+		})
+	}
+	if _, err := plan.Run(ctx, p, plan.Options{Now: e.Now}); err != nil {
+		return err
+	}
+	ordered := make([]*HostReport, 0, len(reports))
+	for _, n := range s.Nodes {
+		ordered = append(ordered, reports[n.Name])
+	}
+	if e.Output == OutputJSON {
+		if err := writeJSON(e.Stdout, ordered); err != nil {
+			return err
+		}
+	} else {
+		writePreflight(e, ordered)
+	}
+	counts := map[prereq.Status]int{}
+	failed := 0
+	for _, r := range ordered {
+		if r.Error != "" {
+			failed++
+		}
+		for _, f := range r.Findings {
+			counts[f.Status]++
+		}
+	}
+	if failed > 0 || counts[prereq.Missing] > 0 || counts[prereq.Warn] > 0 {
+		return fmt.Errorf("%w: %d missing (labctl create installs them), %d warnings, %d hosts unreachable", ErrNotReady, counts[prereq.Missing], counts[prereq.Warn], failed)
+	}
+	return nil
+}
+
+func gatherFacts(ctx context.Context, pool *remote.Pool, ssh *profiles.SSH, n profiles.Node, o PreflightOptions, dataPath string) (prereq.Facts, error) {
+	cfg, err := remote.ConfigFor(ssh, n, o.AcceptNewHostKeys, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	h, err := pool.Get(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return prereq.Gather(ctx, h, dataPath)
+}
+
+func writePreflight(e Env, reports []*HostReport) {
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tITEM\tSTATUS\tDETAIL")
+	for _, r := range reports {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\tconnect\terror\t%s\n", r.Host, r.Error)
+			continue
+		}
+		findings := append([]prereq.Finding(nil), r.Findings...)
+		sort.SliceStable(findings, func(i, j int) bool { return rank(findings[i].Status) < rank(findings[j].Status) })
+		for _, f := range findings {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Host, f.Item, f.Status, f.Detail)
+		}
+	}
+	_ = tw.Flush()
+}
+
+// rank puts what needs attention first.
+func rank(s prereq.Status) int {
+	switch s {
+	case prereq.Warn:
+		return 0
+	case prereq.Missing:
+		return 1
+	}
+	return 2
+}

@@ -1,0 +1,313 @@
+// Package prereq checks and installs what Longhorn needs on a host before
+// a cluster exists: open-iscsi with iscsid running, nfs-common,
+// cryptsetup/dmsetup, the iscsi_tcp and dm_crypt kernel modules (loaded and
+// persisted), a multipathd blacklist for sd devices where multipath-tools
+// is installed, and the data path.
+//
+// Gather reads every fact with one remote command; Assess turns facts into
+// findings; Fixes lists the changes that would make a host pass, each its
+// own script, so a plan can show them one by one. What the kernel cannot
+// do (load modules, provide iSCSI) is a warning with its cause, never a
+// silent pass.
+package prereq
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/labctl/labctl/provision/remote"
+)
+
+// Runner runs a command on a host; *remote.Host is one.
+type Runner interface {
+	Run(ctx context.Context, c remote.Cmd) (remote.Result, error)
+}
+
+// Packages Longhorn needs on Debian and Ubuntu hosts.
+var Packages = []string{"open-iscsi", "nfs-common", "cryptsetup", "dmsetup"}
+
+// Modules Longhorn needs loaded, and where labctl persists them.
+var Modules = []string{"iscsi_tcp", "dm_crypt"}
+
+// ModulesFile lists Modules for systemd-modules-load.
+const ModulesFile = "/etc/modules-load.d/longhorn.conf"
+
+// BlacklistLine keeps multipathd off the disks Longhorn attaches.
+const BlacklistLine = `devnode "^sd[a-z0-9]+"`
+
+// Facts are what Gather read, key=value.
+type Facts map[string]string
+
+// gatherScript prints one key=value per line and changes nothing.
+func gatherScript(dataPath string) string {
+	var b strings.Builder
+	b.WriteString(`. /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"
+echo "kernel=$(uname -r)"
+if [ -d "/lib/modules/$(uname -r)" ]; then echo "modules.loadable=yes"; else echo "modules.loadable=no"; fi
+`)
+	for _, p := range Packages {
+		fmt.Fprintf(&b, "echo \"pkg.%s=$(dpkg-query -W -f='${Status}' %s 2>/dev/null)\"\n", p, p)
+	}
+	for _, m := range Modules {
+		fmt.Fprintf(&b, "if [ -d /sys/module/%s ]; then echo mod.%s=loaded; else echo mod.%s=absent; fi\n", m, m, m)
+	}
+	fmt.Fprintf(&b, `echo "iscsid.enabled=$(systemctl is-enabled iscsid 2>/dev/null)"
+echo "iscsid.active=$(systemctl is-active iscsid 2>/dev/null)"
+echo "modules.persisted=$(tr '\n' ' ' < %s 2>/dev/null)"
+if command -v multipathd >/dev/null 2>&1; then echo multipath.installed=yes; else echo multipath.installed=no; fi
+if grep -Fq '%s' /etc/multipath.conf 2>/dev/null; then echo multipath.blacklisted=yes; else echo multipath.blacklisted=no; fi
+if [ -d %s ]; then echo datapath=yes; else echo datapath=no; fi
+`, ModulesFile, BlacklistLine, shq(dataPath))
+	return b.String()
+}
+
+// Gather reads the host's facts with one command.
+func Gather(ctx context.Context, r Runner, dataPath string) (Facts, error) {
+	res, err := r.Run(ctx, remote.Cmd{Script: gatherScript(dataPath)})
+	if err != nil {
+		return nil, fmt.Errorf("gather host facts: %w", err)
+	}
+	f := Facts{}
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			f[k] = strings.TrimSpace(v)
+		}
+	}
+	if f["os"] == "" {
+		return nil, fmt.Errorf("gather host facts: unexpected output %q", res.Stdout)
+	}
+	return f, nil
+}
+
+// Status of one finding.
+type Status string
+
+// Finding statuses.
+const (
+	OK      Status = "ok"
+	Missing Status = "missing" // labctl can fix it
+	Warn    Status = "warn"    // labctl cannot: the cause is in Detail
+)
+
+// Finding is one checked item.
+type Finding struct {
+	Item   string `json:"item"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+}
+
+// kernelCannot explains why a module cannot be loaded, or "".
+func (f Facts) kernelCannot(module string) string {
+	if f["mod."+module] == "loaded" || f["modules.loadable"] == "yes" {
+		return ""
+	}
+	return fmt.Sprintf("kernel %s has no %s and cannot load modules (/lib/modules/%s is absent)", f["kernel"], module, f["kernel"])
+}
+
+// Assess turns facts into findings, in a fixed order.
+func Assess(f Facts, dataPath string) []Finding {
+	var out []Finding
+	add := func(item string, st Status, detail string) { out = append(out, Finding{item, st, detail}) }
+	if id, _, _ := strings.Cut(f["os"], " "); id != "debian" && id != "ubuntu" {
+		add("os", Warn, fmt.Sprintf("%s: labctl installs packages with apt on Debian and Ubuntu only", f["os"]))
+	} else {
+		add("os", OK, f["os"])
+	}
+	for _, p := range Packages {
+		if strings.HasSuffix(f["pkg."+p], "install ok installed") {
+			add("package "+p, OK, "installed")
+		} else {
+			add("package "+p, Missing, "not installed")
+		}
+	}
+	switch {
+	case f["iscsid.active"] == "active" && f["iscsid.enabled"] == "enabled":
+		add("iscsid", OK, "enabled and running")
+	case f.kernelCannot("iscsi_tcp") != "" && strings.HasSuffix(f["pkg.open-iscsi"], "install ok installed"):
+		add("iscsid", Warn, "cannot run: "+f.kernelCannot("iscsi_tcp"))
+	default:
+		add("iscsid", Missing, fmt.Sprintf("enabled=%s active=%s", orNone(f["iscsid.enabled"]), orNone(f["iscsid.active"])))
+	}
+	for _, m := range Modules {
+		switch {
+		case f["mod."+m] == "loaded":
+			add("module "+m, OK, "loaded")
+		case f.kernelCannot(m) != "":
+			add("module "+m, Warn, f.kernelCannot(m))
+		default:
+			add("module "+m, Missing, "not loaded")
+		}
+	}
+	persisted := strings.Fields(f["modules.persisted"])
+	if containsAll(persisted, Modules) {
+		add("modules at boot", OK, ModulesFile)
+	} else {
+		add("modules at boot", Missing, ModulesFile+" does not list "+strings.Join(Modules, " and "))
+	}
+	switch {
+	case f["multipath.installed"] != "yes":
+		add("multipath blacklist", OK, "multipath-tools not installed")
+	case f["multipath.blacklisted"] == "yes":
+		add("multipath blacklist", OK, "/etc/multipath.conf blacklists sd devices")
+	default:
+		add("multipath blacklist", Missing, "multipathd would claim Longhorn's sd devices")
+	}
+	if f["datapath"] == "yes" {
+		add("data path", OK, dataPath)
+	} else {
+		add("data path", Missing, dataPath+" does not exist")
+	}
+	return out
+}
+
+// Fix is one change that brings a host closer to passing.
+type Fix struct {
+	Item string
+	// Desc says what it does, for plans and events.
+	Desc string
+	// Script runs as root.
+	Script string
+	// KernelLimited fixes may fail only because the kernel lacks support;
+	// such a failure is reported as a warning, not an error.
+	KernelLimited bool
+}
+
+// Fixes lists the changes for every Missing finding. With nil facts (a plan
+// that observed nothing) it lists them all, as for a fresh host.
+func Fixes(f Facts, dataPath string) []Fix {
+	missing := map[string]bool{}
+	if f == nil {
+		for _, it := range allItems() {
+			missing[it] = true
+		}
+	} else {
+		for _, fd := range Assess(f, dataPath) {
+			missing[fd.Item] = fd.Status == Missing
+		}
+	}
+	var out []Fix
+	var pkgs []string
+	for _, p := range Packages {
+		if missing["package "+p] {
+			pkgs = append(pkgs, p)
+		}
+	}
+	if len(pkgs) > 0 {
+		out = append(out, Fix{Item: "packages", Desc: "install packages " + strings.Join(pkgs, ", "),
+			Script: "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends " + strings.Join(pkgs, " ")})
+	}
+	if missing["modules at boot"] {
+		out = append(out, Fix{Item: "modules at boot", Desc: "persist kernel modules " + strings.Join(Modules, ", ") + " in " + ModulesFile,
+			Script: fmt.Sprintf("mkdir -p %s && printf '%%s\\n' %s > %s", path.Dir(ModulesFile), strings.Join(Modules, " "), ModulesFile)})
+	}
+	for _, m := range Modules {
+		if missing["module "+m] {
+			out = append(out, Fix{Item: "module " + m, Desc: "load kernel module " + m, Script: "modprobe " + m, KernelLimited: true})
+		}
+	}
+	if missing["iscsid"] {
+		out = append(out, Fix{Item: "iscsid", Desc: "enable and start iscsid", Script: iscsidScript, KernelLimited: true})
+	}
+	if missing["multipath blacklist"] {
+		desc := `blacklist devnode "^sd[a-z0-9]+" in /etc/multipath.conf and reload multipathd`
+		if f == nil {
+			desc += " (if multipath-tools is installed)"
+		}
+		out = append(out, Fix{Item: "multipath blacklist", Desc: desc, Script: blacklistScript})
+	}
+	if missing["data path"] {
+		out = append(out, Fix{Item: "data path", Desc: "create the Longhorn data path " + dataPath, Script: "mkdir -p " + shq(dataPath)})
+	}
+	return out
+}
+
+// iscsidScript starts iscsid and checks that it stays up: systemd can
+// report a start that the daemon then abandons (no iSCSI in the kernel);
+// the journal's last lines say why.
+const iscsidScript = `systemctl enable --now iscsid
+for i in 1 2 3 4 5; do
+  sleep 1
+  systemctl is-active --quiet iscsid && exit 0
+done
+journalctl -u iscsid -n 3 --no-pager -o cat >&2
+exit 1`
+
+// blacklistScript adds the devnode line to an existing blacklist section
+// or appends one, then has a running multipathd reload its configuration
+// (one that is not running reads it when it starts).
+const blacklistScript = `set -e
+f=/etc/multipath.conf
+touch "$f"
+if grep -Fq '` + BlacklistLine + `' "$f"; then exit 0; fi
+if grep -Eq '^[[:space:]]*blacklist[[:space:]]*\{' "$f"; then
+  sed -i -E '0,/^[[:space:]]*blacklist[[:space:]]*\{/s//blacklist {\n    ` + BlacklistLine + `/' "$f"
+else
+  printf '\nblacklist {\n    %s\n}\n' '` + BlacklistLine + `' >> "$f"
+fi
+systemctl try-reload-or-restart multipathd`
+
+func allItems() []string {
+	items := []string{"iscsid", "modules at boot", "multipath blacklist", "data path"}
+	for _, p := range Packages {
+		items = append(items, "package "+p)
+	}
+	for _, m := range Modules {
+		items = append(items, "module "+m)
+	}
+	return items
+}
+
+// Apply runs one fix as root. A kernel-limited fix that fails because the
+// kernel lacks support returns a *KernelWarning instead of an error.
+func Apply(ctx context.Context, r Runner, f Facts, fix Fix) error {
+	_, err := r.Run(ctx, remote.Cmd{Script: fix.Script, Sudo: true})
+	if err == nil {
+		return nil
+	}
+	if fix.KernelLimited && f != nil {
+		mod := "iscsi_tcp"
+		if strings.HasPrefix(fix.Item, "module ") {
+			mod = strings.TrimPrefix(fix.Item, "module ")
+		}
+		if why := f.kernelCannot(mod); why != "" {
+			return &KernelWarning{Item: fix.Item, Why: why, Err: err}
+		}
+	}
+	return fmt.Errorf("%s: %w", fix.Desc, err)
+}
+
+// KernelWarning is a fix the kernel made impossible.
+type KernelWarning struct {
+	Item, Why string
+	Err       error
+}
+
+func (w *KernelWarning) Error() string {
+	return fmt.Sprintf("%s: %s; Longhorn will not work on this host until the kernel provides it", w.Item, w.Why)
+}
+
+func (w *KernelWarning) Unwrap() error { return w.Err }
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
