@@ -18,6 +18,7 @@ import (
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/prereq"
 )
 
@@ -31,14 +32,16 @@ type VMs interface {
 // Hosts prepares machines reached over SSH (provision/nodes).
 type Hosts interface {
 	WaitSSH(ctx context.Context, n profiles.Node) error
-	// PrerequisiteFixes observes the host and returns what is missing.
-	PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]prereq.Fix, error)
+	// PrerequisiteFixes observes the host and returns what is missing and
+	// what labctl cannot fix (the kernel's limits), as warnings.
+	PrerequisiteFixes(ctx context.Context, n profiles.Node) (fixes []prereq.Fix, warnings []string, err error)
 	ApplyPrerequisite(ctx context.Context, n profiles.Node, fix prereq.Fix) error
 }
 
 // K3s installs and joins K3s over SSH (provision/k3s). join is the server
 // a node joins, nil for the node that initialises the cluster.
 type K3s interface {
+	WriteToken(ctx context.Context, n profiles.Node) error
 	WriteConfig(ctx context.Context, n profiles.Node, join *profiles.Node) error
 	Install(ctx context.Context, n profiles.Node) error
 	WaitMember(ctx context.Context, n profiles.Node) error
@@ -202,9 +205,13 @@ func (f *builder) machines() map[string]string {
 			},
 		}
 		if f.b.Hosts != nil {
-			step.Check = func(ctx context.Context) (bool, error) {
+			step.Check = func(ctx context.Context, log func(string)) (bool, error) {
+				var warnings []string
 				var err error
-				observed, err = f.b.Hosts.PrerequisiteFixes(ctx, n)
+				observed, warnings, err = f.b.Hosts.PrerequisiteFixes(ctx, n)
+				for _, w := range warnings {
+					log("warning: " + w)
+				}
 				return len(observed) == 0, err
 			}
 		}
@@ -250,17 +257,30 @@ func (f *builder) cluster(ready map[string]string) {
 // until the node (and, for a server, its etcd member) is in the cluster.
 func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node, join *profiles.Node) error {
 	s := &f.p.Spec
-	if err := x.Wet(configChange(s, n, join), func(ctx context.Context) error { return f.b.K3s.WriteConfig(ctx, n, join) }); err != nil {
+	token := "from local state, generated once"
+	if s.K3s.TokenRef != nil {
+		token = "from " + s.K3s.TokenRef.String()
+	}
+	if err := x.Wet(fmt.Sprintf("write the cluster token to %s (0600, %s)", k3s.TokenPath, token), func(ctx context.Context) error { return f.b.K3s.WriteToken(ctx, n) }); err != nil {
 		return err
 	}
-	if err := x.Wet(installChange(s, n), func(ctx context.Context) error { return f.b.K3s.Install(ctx, n) }); err != nil {
+	cfg := k3s.NodeConfig(s, n, join)
+	if err := x.Wet(fmt.Sprintf("write %s (%s)", k3s.ConfigPath, cfg.Summary()), func(ctx context.Context) error { return f.b.K3s.WriteConfig(ctx, n, join) }); err != nil {
 		return err
 	}
-	what := fmt.Sprintf("Node %s Ready", n.Name)
+	in := k3s.InstallFor(s, n)
+	what := "run " + in.Command
+	for _, u := range in.Uploads {
+		what += fmt.Sprintf("\nafter uploading %s to %s", u.Local, u.Remote)
+	}
+	if err := x.Wet(what, func(ctx context.Context) error { return f.b.K3s.Install(ctx, n) }); err != nil {
+		return err
+	}
+	wait := fmt.Sprintf("Node %s Ready", n.Name)
 	if n.Role == profiles.RoleServer {
-		what += " and its etcd member present"
+		wait += " and its etcd member present"
 	}
-	return x.Wait(what, func(ctx context.Context) error { return f.b.K3s.WaitMember(ctx, n) })
+	return x.Wait(wait, func(ctx context.Context) error { return f.b.K3s.WaitMember(ctx, n) })
 }
 
 func (f *builder) k3d() {
@@ -395,41 +415,6 @@ func configureChange(s *profiles.Spec, n profiles.Node) string {
 	}
 	return fmt.Sprintf("configure VM %s\n%d cores, %d MiB memory, disk %d GiB, net0 on %s, QEMU guest agent on\ncloud-init: %s",
 		vmRef(n), px.VM.Cores, px.VM.MemoryMiB, px.VM.DiskGiB, bridge, strings.Join(ci, ", "))
-}
-
-// configChange describes /etc/rancher/k3s/config.yaml for a node; join is
-// the server it joins, nil for the node that initialises the cluster.
-func configChange(s *profiles.Spec, n profiles.Node, join *profiles.Node) string {
-	parts := []string{"cluster-init: true"}
-	if join != nil {
-		parts = []string{fmt.Sprintf("server: https://%s:6443", join.Address)}
-	}
-	parts = append(parts, "node-ip: "+n.Address)
-	if n.Role == profiles.RoleServer {
-		var sans []string
-		for _, m := range s.Servers() {
-			sans = append(sans, m.Address)
-		}
-		parts = append(parts, "tls-san: "+strings.Join(sans, ","))
-		parts = append(parts, fmt.Sprintf("cluster-cidr: %s, service-cidr: %s", s.K3s.ClusterCIDR, s.K3s.ServiceCIDR))
-		if len(s.K3s.Disable) > 0 {
-			parts = append(parts, "disable: "+strings.Join(s.K3s.Disable, ","))
-		}
-	}
-	token := "token from local state (generated once)"
-	if s.K3s.TokenRef != nil {
-		token = "token from " + s.K3s.TokenRef.String()
-	}
-	parts = append(parts, token)
-	return "write /etc/rancher/k3s/config.yaml (" + strings.Join(parts, "; ") + ")"
-}
-
-func installChange(s *profiles.Spec, n profiles.Node) string {
-	exec := "server"
-	if n.Role == profiles.RoleAgent {
-		exec = "agent"
-	}
-	return fmt.Sprintf("run the K3s install script from %s with INSTALL_K3S_VERSION=%s INSTALL_K3S_EXEC=%s", s.K3s.InstallScriptURL, s.K3s.Version, exec)
 }
 
 func k3dChange(s *profiles.Spec) string {

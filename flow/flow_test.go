@@ -41,11 +41,14 @@ func (r *recorder) StartVM(_ context.Context, n profiles.Node) error {
 	return r.log("StartVM %s", n.Name)
 }
 func (r *recorder) WaitSSH(context.Context, profiles.Node) error { return r.wait() }
-func (r *recorder) PrerequisiteFixes(context.Context, profiles.Node) ([]prereq.Fix, error) {
-	return prereq.Fixes(nil, "/var/lib/longhorn"), nil // a fresh host
+func (r *recorder) PrerequisiteFixes(context.Context, profiles.Node) ([]prereq.Fix, []string, error) {
+	return prereq.Fixes(nil, "/var/lib/longhorn"), nil, nil // a fresh host
 }
 func (r *recorder) ApplyPrerequisite(_ context.Context, n profiles.Node, fix prereq.Fix) error {
 	return r.log("ApplyPrerequisite %s %s", n.Name, fix.Item)
+}
+func (r *recorder) WriteToken(_ context.Context, n profiles.Node) error {
+	return r.log("WriteToken %s", n.Name)
 }
 func (r *recorder) WriteConfig(_ context.Context, n profiles.Node, join *profiles.Node) error {
 	if join == nil {

@@ -30,9 +30,10 @@ type Step struct {
 	// were added, even when their other dependencies would allow more.
 	Serial string
 	// Check reports whether the step's outcome is already in place, from
-	// observed state, without changing anything. Nil means "cannot tell":
-	// the step runs (and a dry run says it would).
-	Check func(ctx context.Context) (bool, error)
+	// observed state, without changing anything; log reports what it saw
+	// that an operator must know (a warning) even when nothing is to do.
+	// Nil means "cannot tell": the step runs (and a dry run says it would).
+	Check func(ctx context.Context, log func(msg string)) (bool, error)
 	// Run does the work; every change goes through x.Wet.
 	Run func(ctx context.Context, x *Exec) error
 }

@@ -39,7 +39,7 @@ func (s *state) set(k string) {
 func ensure(st *state, id, host string, after ...string) Step {
 	return Step{
 		ID: id, Title: strings.Split(id, "/")[0], Host: host, After: after,
-		Check: func(context.Context) (bool, error) { return st.has(id), nil },
+		Check: func(context.Context, func(string)) (bool, error) { return st.has(id), nil },
 		Run: func(ctx context.Context, x *Exec) error {
 			return x.Wet("create "+id, func(context.Context) error { st.set(id); return nil })
 		},

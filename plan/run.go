@@ -254,7 +254,7 @@ func (r *runner) step(ctx context.Context, i int) error {
 	}
 
 	if s.Check != nil {
-		ok, err := s.Check(ctx)
+		ok, err := s.Check(ctx, func(msg string) { r.send(base, KindLog, msg) })
 		if err != nil {
 			return finish(StatusFailed, fmt.Errorf("%s: check: %w", s.ID, err))
 		}

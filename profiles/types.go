@@ -75,6 +75,18 @@ type K3s struct {
 	TokenRef *SecretRef `yaml:"tokenRef,omitempty" json:"tokenRef,omitempty"`
 	// InstallScriptURL is where the official install script is fetched from.
 	InstallScriptURL string `yaml:"installScriptURL,omitempty" json:"installScriptURL,omitempty"`
+	// Airgap installs from local files uploaded to each node instead.
+	Airgap *Airgap `yaml:"airgap,omitempty" json:"airgap,omitempty"`
+}
+
+// Airgap names local files for an install without downloads.
+type Airgap struct {
+	// Binary is the k3s binary of spec.k3s.version.
+	Binary string `yaml:"binary" json:"binary"`
+	// InstallScript is K3s's install.sh.
+	InstallScript string `yaml:"installScript" json:"installScript"`
+	// Images is an optional images tarball (k3s-airgap-images-*.tar[.zst]).
+	Images string `yaml:"images,omitempty" json:"images,omitempty"`
 }
 
 // Network is the node subnet of an SSH-provisioned cluster.

@@ -107,6 +107,10 @@ func (c *checker) k3s(s *Spec) {
 	if u := s.K3s.InstallScriptURL; u != "" {
 		c.url("spec.k3s.installScriptURL", u, "https", "http", "file")
 	}
+	if ag := s.K3s.Airgap; ag != nil {
+		c.required("spec.k3s.airgap.binary", ag.Binary)
+		c.required("spec.k3s.airgap.installScript", ag.InstallScript)
+	}
 }
 
 func (c *checker) prefix(path, v string) netip.Prefix {

@@ -61,15 +61,22 @@ func (b *Backend) WaitSSH(ctx context.Context, n profiles.Node) error {
 	}
 }
 
-// PrerequisiteFixes observes the node and returns what is missing.
-func (b *Backend) PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]prereq.Fix, error) {
+// PrerequisiteFixes observes the node and returns what is missing, and
+// the findings labctl cannot fix as warnings.
+func (b *Backend) PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]prereq.Fix, []string, error) {
 	h, err := b.Host(ctx, n)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f, err := prereq.Gather(ctx, h, b.DataPath)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", n.Name, err)
+		return nil, nil, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	var warnings []string
+	for _, fd := range prereq.Assess(f, b.DataPath) {
+		if fd.Status == prereq.Warn {
+			warnings = append(warnings, fd.Item+": "+fd.Detail)
+		}
 	}
 	b.mu.Lock()
 	if b.facts == nil {
@@ -77,7 +84,7 @@ func (b *Backend) PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]pre
 	}
 	b.facts[n.Name] = f
 	b.mu.Unlock()
-	return prereq.Fixes(f, b.DataPath), nil
+	return prereq.Fixes(f, b.DataPath), warnings, nil
 }
 
 // ApplyPrerequisite makes one fix on the node as root.
