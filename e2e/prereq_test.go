@@ -25,7 +25,9 @@ import (
 
 // e2eProfile writes a production-shaped profile whose three nodes are bed
 // containers (no Proxmox: the hosts are given).
-func e2eProfile(t *testing.T, ips []string) string {
+func e2eProfile(t *testing.T, ips []string) string { return e2eProfileAs(t, ips, "root") }
+
+func e2eProfileAs(t *testing.T, ips []string, user string) string {
 	t.Helper()
 	var nodesYAML strings.Builder
 	for i, ip := range ips {
@@ -38,9 +40,9 @@ extends: production
 spec:
   network: {subnet: 172.30.20.0/24, gateway: 172.30.20.1, nameservers: [172.30.20.1]}
   nodes:
-%s  ssh: {user: root, port: 22, identityFiles: [%s], knownHostsFile: %s}
+%s  ssh: {user: %s, port: 22, identityFiles: [%s], knownHostsFile: %s}
   proxmox: null
-`, nodesYAML.String(), bed.KeyFile, knownHosts(t))
+`, nodesYAML.String(), user, bed.KeyFile, knownHosts(t))
 	p := filepath.Join(t.TempDir(), "production-e2e.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -165,6 +165,24 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				},
 			},
 			{
+				Name:      "kubeconfig",
+				Usage:     "merge the cluster's kubeconfig as context NAME, leaving other contexts alone",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag,
+					&cli.StringFlag{Name: "kubeconfig", Usage: "merge into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
+					&cli.BoolFlag{Name: "switch-context", Usage: "make it the current context"},
+					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Kubeconfig(c.Context, env(c), a, commands.KubeconfigOptions{
+						Path: c.String("kubeconfig"), SwitchContext: c.Bool("switch-context"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
+					})
+				},
+			},
+			{
 				Name:  "version",
 				Usage: "print labctl's version",
 				Action: func(c *cli.Context) error {

@@ -1,0 +1,117 @@
+// Package kubeconfig turns the kubeconfig a K3s server writes
+// (/etc/rancher/k3s/k3s.yaml: cluster, user and context all "default",
+// server https://127.0.0.1:6443) into a context named after the profile
+// with a reachable server address, and merges it into the user's
+// kubeconfig without touching any other context.
+package kubeconfig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/client-go/tools/clientcmd"
+	api "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Rename returns the single-context kubeconfig raw with its cluster, user
+// and context named name and the cluster's server set to server.
+func Rename(raw []byte, name, server string) (*api.Config, error) {
+	in, err := clientcmd.Load(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse kubeconfig: %w", err)
+	}
+	ctxName := in.CurrentContext
+	if ctxName == "" && len(in.Contexts) == 1 {
+		for k := range in.Contexts {
+			ctxName = k
+		}
+	}
+	kc, ok := in.Contexts[ctxName]
+	if !ok {
+		return nil, fmt.Errorf("kubeconfig has no current context")
+	}
+	cluster, ok := in.Clusters[kc.Cluster]
+	if !ok {
+		return nil, fmt.Errorf("kubeconfig context %q names missing cluster %q", ctxName, kc.Cluster)
+	}
+	user, ok := in.AuthInfos[kc.AuthInfo]
+	if !ok {
+		return nil, fmt.Errorf("kubeconfig context %q names missing user %q", ctxName, kc.AuthInfo)
+	}
+	cl := cluster.DeepCopy()
+	cl.Server = server
+	out := api.NewConfig()
+	out.Clusters[name] = cl
+	out.AuthInfos[name] = user.DeepCopy()
+	out.Contexts[name] = &api.Context{Cluster: name, AuthInfo: name, Namespace: kc.Namespace}
+	out.CurrentContext = name
+	return out, nil
+}
+
+// Merge writes the entries of add (one context, its cluster and user) into
+// the kubeconfig at path, replacing entries of the same names and keeping
+// every other one. The current context changes only when switchContext is
+// set or the file had none. The file is written atomically, mode 0600.
+// It reports whether the file changed.
+func Merge(path string, add *api.Config, switchContext bool) (bool, error) {
+	cur := api.NewConfig()
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if cur, err = clientcmd.Load(old); err != nil {
+			return false, fmt.Errorf("%s: %w", path, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return false, err
+	}
+	for k, v := range add.Clusters {
+		cur.Clusters[k] = v
+	}
+	for k, v := range add.AuthInfos {
+		cur.AuthInfos[k] = v
+	}
+	for k, v := range add.Contexts {
+		cur.Contexts[k] = v
+	}
+	if switchContext || cur.CurrentContext == "" {
+		cur.CurrentContext = add.CurrentContext
+	}
+	data, err := clientcmd.Write(*cur)
+	if err != nil {
+		return false, err
+	}
+	if string(data) == string(old) {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	if err := tmp.Chmod(0o600); err != nil {
+		_ = tmp.Close()
+		return false, err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return false, err
+	}
+	if err := tmp.Close(); err != nil {
+		return false, err
+	}
+	return true, os.Rename(tmp.Name(), path)
+}
+
+// DefaultPath is the first file of $KUBECONFIG, else ~/.kube/config.
+func DefaultPath() string {
+	if env := os.Getenv("KUBECONFIG"); env != "" {
+		return filepath.SplitList(env)[0]
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".kube", "config")
+}
