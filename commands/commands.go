@@ -66,6 +66,19 @@ func (e Env) Load(a ProfileArg) (*profiles.Loaded, error) {
 	return nil, fmt.Errorf("which profile? give a name (see `labctl profiles list`) or -f FILE")
 }
 
+// loadNodes loads a profile whose machines are SSH nodes; command names
+// the caller in the error for a k3d profile.
+func (e Env) loadNodes(a ProfileArg, command string) (*profiles.Loaded, error) {
+	l, err := e.Load(a)
+	if err != nil {
+		return nil, err
+	}
+	if len(l.Spec.Nodes) == 0 {
+		return nil, fmt.Errorf("labctl %s works on SSH nodes; profile %s is a k3d cluster", command, l.Metadata.Name)
+	}
+	return l, nil
+}
+
 // DefaultProfilesDir is $LABCTL_PROFILES_DIR, else the user config
 // directory's labctl/profiles.
 func DefaultProfilesDir() string {

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/kubeconfig"
+	"github.com/labctl/labctl/provision/nodes"
 	"github.com/labctl/labctl/provision/remote"
 )
 
@@ -26,22 +26,20 @@ type KubeconfigOptions struct {
 // answers over SSH and merges it as context <profile>, with that
 // server's address, leaving every other context alone.
 func Kubeconfig(ctx context.Context, e Env, a ProfileArg, o KubeconfigOptions) error {
-	l, err := e.Load(a)
+	l, err := e.loadNodes(a, "kubeconfig")
 	if err != nil {
 		return err
 	}
 	s := &l.Spec
-	if len(s.Nodes) == 0 {
-		return fmt.Errorf("profile %s is a k3d cluster; labctl kubeconfig reads K3s servers over SSH", l.Metadata.Name)
-	}
 	if o.Path == "" {
 		o.Path = kubeconfig.DefaultPath()
 	}
 	pool := remote.NewPool(nil)
 	defer pool.Close()
+	hosts := &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys}
 	var tried []string
 	for _, n := range s.Servers() {
-		raw, err := fetchKubeconfig(ctx, pool, s.SSH, n, o.AcceptNewHostKeys)
+		raw, err := fetchKubeconfig(ctx, hosts, n)
 		if err != nil {
 			tried = append(tried, err.Error())
 			continue
@@ -68,12 +66,8 @@ func Kubeconfig(ctx context.Context, e Env, a ProfileArg, o KubeconfigOptions) e
 // ErrNoCluster is returned when a server has no kubeconfig (K3s not installed).
 var ErrNoCluster = errors.New("no K3s kubeconfig on the server")
 
-func fetchKubeconfig(ctx context.Context, pool *remote.Pool, ssh *profiles.SSH, n profiles.Node, acceptNew bool) ([]byte, error) {
-	cfg, err := remote.ConfigFor(ssh, n, acceptNew, os.LookupEnv)
-	if err != nil {
-		return nil, err
-	}
-	h, err := pool.Get(ctx, cfg)
+func fetchKubeconfig(ctx context.Context, hosts *nodes.Backend, n profiles.Node) ([]byte, error) {
+	h, err := hosts.Host(ctx, n)
 	if err != nil {
 		return nil, err
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"sync"
 	"text/tabwriter"
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/nodes"
 	"github.com/labctl/labctl/provision/prereq"
 	"github.com/labctl/labctl/provision/remote"
 )
@@ -37,20 +37,18 @@ type HostReport struct {
 // profile has what Longhorn and K3s need before a cluster exists, and
 // prints a table per host.
 func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) error {
-	l, err := e.Load(a)
+	l, err := e.loadNodes(a, "preflight")
 	if err != nil {
 		return err
 	}
 	s := &l.Spec
-	if len(s.Nodes) == 0 {
-		return fmt.Errorf("preflight checks SSH nodes; profile %s is a k3d cluster", l.Metadata.Name)
-	}
 	dataPath := "/var/lib/longhorn"
 	if s.Storage.Longhorn != nil {
 		dataPath = s.Storage.Longhorn.DataPath
 	}
 	pool := remote.NewPool(nil)
 	defer pool.Close()
+	hosts := &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys}
 	var mu sync.Mutex
 	reports := map[string]*HostReport{}
 	p := plan.New("preflight " + l.Metadata.Name)
@@ -60,7 +58,7 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		p.Add(plan.Step{
 			ID: "preflight/" + n.Name, Title: "Check host prerequisites", Host: n.Name,
 			Run: func(ctx context.Context, x *plan.Exec) error {
-				facts, err := gatherFacts(ctx, pool, s.SSH, n, o, dataPath)
+				facts, err := gatherFacts(ctx, hosts, n, dataPath)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -102,12 +100,8 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 	return nil
 }
 
-func gatherFacts(ctx context.Context, pool *remote.Pool, ssh *profiles.SSH, n profiles.Node, o PreflightOptions, dataPath string) (prereq.Facts, error) {
-	cfg, err := remote.ConfigFor(ssh, n, o.AcceptNewHostKeys, os.LookupEnv)
-	if err != nil {
-		return nil, err
-	}
-	h, err := pool.Get(ctx, cfg)
+func gatherFacts(ctx context.Context, hosts *nodes.Backend, n profiles.Node, dataPath string) (prereq.Facts, error) {
+	h, err := hosts.Host(ctx, n)
 	if err != nil {
 		return nil, err
 	}
