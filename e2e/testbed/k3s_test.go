@@ -1,0 +1,187 @@
+//go:build e2e
+
+package testbed
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// k3sServer writes config.yaml on a node, starts the stand-in as the
+// transient systemd unit k3s, and waits until it is up or has failed. It
+// returns the unit's log.
+func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (string, bool) {
+	t.Helper()
+	if _, err := b.Exec(ctx, node, "sh", "-c", "systemctl reset-failed k3s 2>/dev/null; mkdir -p /etc/rancher/k3s && cat > /etc/rancher/k3s/config.yaml <<'EOF'\n"+config+"EOF"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Exec(ctx, node, "systemd-run", "--unit=k3s", "--property=Restart=no", "/usr/local/bin/k3s", "server"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
+		if strings.Contains(log, "k3s is up and running") {
+			return log, true
+		}
+		state, _ := b.Exec(ctx, node, "systemctl", "is-active", "k3s")
+		if state == "failed" || state == "inactive" {
+			return log, false
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: k3s neither up nor failed after 4m:\n%s", node, log)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// etcdMembers lists the etcd members as seen from a node (gRPC gateway).
+func etcdMembers(t *testing.T, ctx context.Context, b *Bed, node string) []string {
+	t.Helper()
+	tls := "/var/lib/rancher/k3s/server/tls/"
+	out, err := b.Exec(ctx, node, "curl", "-sS", "--cacert", tls+"server-ca.crt", "--cert", tls+"etcd.crt", "--key", tls+"etcd.key",
+		"-X", "POST", "https://127.0.0.1:2379/v3/cluster/member/list", "-d", "{}")
+	if err != nil {
+		t.Fatalf("%s: etcd member list: %v %s", node, err, out)
+	}
+	var resp struct {
+		Members []struct {
+			Name      string `json:"name"`
+			IsLearner bool   `json:"isLearner"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("etcd member list: %v: %s", err, out)
+	}
+	var names []string
+	for _, m := range resp.Members {
+		if m.IsLearner {
+			t.Errorf("member %s is still a learner", m.Name)
+		}
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// dump returns a node's stand-in logs, for failure messages.
+func dump(ctx context.Context, b *Bed, node string) string {
+	out, _ := b.Exec(ctx, node, "sh", "-c", "systemctl status k3s --no-pager | head -12; ps -eo pid,stat,args | grep -E \"k3s|kube\" | grep -v grep | cut -c1-120; journalctl -u k3s -o cat --no-pager | tail -20; echo '--- etcd'; tail -20 /var/lib/rancher/k3s/server/db/etcd.log; echo '--- apiserver'; tail -5 /var/lib/rancher/k3s/server/logs/kube-apiserver.log; echo '--- controller-manager'; tail -8 /var/lib/rancher/k3s/server/logs/kube-controller-manager.log")
+	return out
+}
+
+func kubectl(ctx context.Context, b *Bed, node string, args ...string) (string, error) {
+	return b.Exec(ctx, node, append([]string{"kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--request-timeout=20s"}, args...)...)
+}
+
+// TestK3sStandInFormsAnHAControlPlane is the stand-in's self-test on bed
+// nodes: cluster-init, K3s's token format, kubeconfig, a wrong CA hash, a
+// wrong secret and a critical-setting mismatch refused, two joins as real
+// etcd members, and quorum surviving the loss of the first server.
+func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	b, err := New(ctx, Options{Name: "labctl-tb-k3s", Subnet: "172.30.11.0/24", Log: logf(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	bin, err := BuildKube(ctx, b.opts.Cache, logf(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := map[string]string{"s1": "172.30.11.11", "s2": "172.30.11.12", "s3": "172.30.11.13"}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		if _, err := b.StartNode(ctx, n, ips[n]); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.InstallKube(ctx, n, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	common := "token: bed-secret-123\ncluster-cidr: 10.42.0.0/16\nservice-cidr: 10.43.0.0/16\n"
+
+	start := time.Now()
+	if log, ok := k3sServer(t, ctx, b, "s1", "cluster-init: true\nnode-ip: "+ips["s1"]+"\n"+common); !ok {
+		t.Fatalf("s1 did not come up:\n%s", log)
+	}
+	t.Logf("s1 (cluster-init) up in %s", time.Since(start).Round(time.Millisecond))
+	tok, err := b.Exec(ctx, "s1", "cat", "/var/lib/rancher/k3s/server/token")
+	if err != nil || !strings.HasPrefix(tok, "K10") || !strings.HasSuffix(tok, "::server:bed-secret-123") || len(tok) != len("K10")+64+len("::server:bed-secret-123") {
+		t.Fatalf("token %q %v", tok, err)
+	}
+	if mode, _ := b.Exec(ctx, "s1", "stat", "-c", "%a", "/etc/rancher/k3s/k3s.yaml"); mode != "600" {
+		t.Errorf("k3s.yaml mode %s", mode)
+	}
+	if out, err := kubectl(ctx, b, "s1", "get", "--raw", "/readyz"); err != nil || out != "ok" {
+		t.Fatalf("API on s1: %q %v\n%s", out, err, dump(ctx, b, "s1"))
+	}
+
+	server := "server: https://" + ips["s1"] + ":6443\n"
+	refusals := []struct{ name, config, want string }{
+		{"wrong CA hash", server + "node-ip: " + ips["s3"] + "\ntoken: K10" + strings.Repeat("0", 64) + "::server:bed-secret-123\n", "token CA hash does not match"},
+		{"wrong secret", server + "node-ip: " + ips["s3"] + "\ntoken: " + strings.Replace(tok, "bed-secret-123", "wrong", 1) + "\n", "401 Unauthorized"},
+		{"critical mismatch", server + "node-ip: " + ips["s3"] + "\ntoken: " + tok + "\ncluster-cidr: 10.52.0.0/16\n", "critical configuration value mismatch"},
+		{"unknown option", server + "node-ip: " + ips["s3"] + "\ntoken: " + tok + "\nno-such-option: true\n", `unknown option \"no-such-option\"`},
+	}
+	for _, r := range refusals {
+		log, ok := k3sServer(t, ctx, b, "s3", r.config)
+		if ok || !strings.Contains(log, r.want) {
+			t.Errorf("%s: up=%v, log lacks %q:\n%s", r.name, ok, r.want, log)
+		}
+		if out, _ := b.Exec(ctx, "s3", "sh", "-c", "ls /var/lib/rancher/k3s/server/db/etcd 2>&1"); !strings.Contains(out, "No such file") {
+			t.Errorf("%s left etcd data: %s", r.name, out)
+		}
+	}
+
+	for _, n := range []string{"s2", "s3"} {
+		start := time.Now()
+		if log, ok := k3sServer(t, ctx, b, n, server+"node-ip: "+ips[n]+"\n"+common); !ok {
+			t.Fatalf("%s did not join:\n%s", n, log)
+		}
+		t.Logf("%s joined in %s", n, time.Since(start).Round(time.Millisecond))
+	}
+	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 3 {
+		t.Fatalf("etcd members = %v, want 3", m)
+	}
+
+	// Lose the first server: the other two keep quorum (2 of 3) and serve
+	// reads and writes.
+	if err := b.Kill(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"s2", "s3"} {
+		if out, err := kubectl(ctx, b, n, "get", "--raw", "/readyz"); err != nil || out != "ok" {
+			t.Errorf("API on %s after losing s1: %q %v", n, out, err)
+		}
+	}
+	if out, err := kubectl(ctx, b, "s2", "create", "namespace", "quorum-check"); err != nil {
+		t.Fatalf("write after losing s1: %v %s", err, out)
+	}
+	if out, err := kubectl(ctx, b, "s3", "get", "namespace", "quorum-check", "-o", "name"); err != nil || out != "namespace/quorum-check" {
+		t.Fatalf("read the write from s3: %q %v", out, err)
+	}
+	// A fresh server with neither cluster-init nor server forms a cluster
+	// of its own: the first-server trap labctl must avoid.
+	if err := b.RemoveNode(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.StartNode(ctx, "s4", "172.30.11.14"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InstallKube(ctx, "s4", bin); err != nil {
+		t.Fatal(err)
+	}
+	if log, ok := k3sServer(t, ctx, b, "s4", "node-ip: 172.30.11.14\n"+common); !ok {
+		t.Fatalf("s4 did not start:\n%s", log)
+	}
+	tok4, _ := b.Exec(ctx, "s4", "cat", "/var/lib/rancher/k3s/server/token")
+	if tok4[:67] == tok[:67] {
+		t.Error("a server started without --server joined the existing cluster's CA")
+	}
+	if m := etcdMembers(t, ctx, b, "s4"); len(m) != 1 {
+		t.Errorf("s4 members = %v, want its own single member", m)
+	}
+}

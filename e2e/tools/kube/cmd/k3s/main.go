@@ -1,0 +1,75 @@
+// Command k3s is the test bed's stand-in for the K3s binary, for machines
+// where K3s cannot be downloaded. It keeps K3s's command line, config file,
+// token format, paths and ports, and runs a real control plane: an
+// embedded etcd (go.etcd.io/etcd/server/v3, real Raft), and upstream
+// kube-apiserver, kube-controller-manager and kube-scheduler v1.34 as child
+// processes.
+//
+// Modelled: `server` with --cluster-init (new cluster, etcd member 1),
+// `server --server https://X:6443` (fetches the CA through the supervisor
+// with the token, adds itself as an etcd learner and is promoted: a real
+// member, quorum 2 of 3 with three servers), a server with neither (a
+// separate cluster: the first-server trap); tokens K10<ca-hash>::server:
+// <secret> or the bare secret, a CA-hash or secret mismatch refused; the
+// critical settings (cluster/service CIDR, disabled components) compared
+// on join and a mismatch refused; /etc/rancher/k3s/config.yaml and
+// token-file honoured, unknown keys refused; /etc/rancher/k3s/k3s.yaml
+// written 0600 with server https://127.0.0.1:6443; server/token and
+// server/node-token; "k3s is up and running" logged when the API answers.
+// Joining from an address that is still an etcd member fails with etcd's
+// own error until the member is removed.
+//
+// Not modelled (yet or at all): the agent and the kubelet, hence Nodes,
+// node labels and etcd annotations, node passwords and member removal on
+// Node deletion; flannel, CoreDNS, Traefik, ServiceLB, local-path,
+// metrics-server, Longhorn; sqlite/kine (a server without --cluster-init
+// uses etcd too); the supervisor shares no port with the API: it listens
+// on 9345 (as RKE2 does) rather than multiplexing 6443; several CAs (one CA
+// signs everything); certificate rotation; etcd snapshots; secrets
+// encryption.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: k3s server|agent|--version [flags]")
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "--version", "-v", "version":
+		fmt.Printf("k3s version %s (labctl test bed stand-in)\n", version())
+		return
+	case "server":
+		var c *config
+		if c, err = loadConfig(os.Args[2:]); err == nil {
+			err = runServer(ctx, c)
+		}
+	case "agent":
+		err = fmt.Errorf("the stand-in does not run agents yet")
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil && ctx.Err() == nil {
+		logf("level=fatal msg=%q", err.Error())
+		os.Exit(1)
+	}
+}
+
+// version is K3s's version string; set with -ldflags -X main.k3sVersion.
+var k3sVersion = "v1.34.4+k3s1"
+
+func version() string { return k3sVersion }
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "time=%q "+format+"\n", append([]any{nowString()}, args...)...)
+}
