@@ -2,11 +2,8 @@ package commands
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 
-	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/kubeconfig"
 	"github.com/labctl/labctl/provision/nodes"
@@ -36,50 +33,18 @@ func Kubeconfig(ctx context.Context, e Env, a ProfileArg, o KubeconfigOptions) e
 	}
 	pool := remote.NewPool(nil)
 	defer pool.Close()
-	hosts := &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys}
-	var tried []string
-	for _, n := range s.Servers() {
-		raw, err := fetchKubeconfig(ctx, hosts, n)
-		if err != nil {
-			tried = append(tried, err.Error())
-			continue
-		}
-		server := k3s.ServerURL(n)
-		cfg, err := kubeconfig.Rename(raw, l.Metadata.Name, server)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", n.Name, k3s.KubeconfigPath, err)
-		}
-		changed, err := kubeconfig.Merge(o.Path, cfg, o.SwitchContext)
-		if err != nil {
-			return err
-		}
-		verb := "merged"
-		if !changed {
-			verb = "already up to date:"
-		}
-		fmt.Fprintf(e.Stdout, "%s context %q (server %s, from %s) in %s\n", verb, l.Metadata.Name, server, n.Name, o.Path)
-		return nil
+	b := &k3s.Backend{
+		Hosts: &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys},
+		Spec:  s, Profile: l.Metadata.Name, Kubeconfig: o.Path,
 	}
-	return fmt.Errorf("no server gave its kubeconfig:\n  %s", strings.Join(tried, "\n  "))
-}
-
-// ErrNoCluster is returned when a server has no kubeconfig (K3s not installed).
-var ErrNoCluster = errors.New("no K3s kubeconfig on the server")
-
-func fetchKubeconfig(ctx context.Context, hosts *nodes.Backend, n profiles.Node) ([]byte, error) {
-	h, err := hosts.Host(ctx, n)
+	n, changed, err := b.MergeKubeconfig(ctx, o.SwitchContext)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// The file holds the admin client key: it goes straight into the
-	// merge, never to the output.
-	res, err := h.Run(ctx, remote.Cmd{Script: "test -f " + k3s.KubeconfigPath + " || exit 3; cat " + k3s.KubeconfigPath, Sudo: true})
-	var ee *remote.ExitError
-	if errors.As(err, &ee) && ee.Status == 3 {
-		return nil, fmt.Errorf("%s: %w (%s is missing)", n.Name, ErrNoCluster, k3s.KubeconfigPath)
+	verb := "merged"
+	if !changed {
+		verb = "already up to date:"
 	}
-	if err != nil {
-		return nil, err
-	}
-	return []byte(res.Stdout), nil
+	fmt.Fprintf(e.Stdout, "%s context %q (server %s, from %s) in %s\n", verb, l.Metadata.Name, k3s.ServerURL(n), n.Name, o.Path)
+	return nil
 }

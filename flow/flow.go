@@ -41,11 +41,17 @@ type Hosts interface {
 // K3s installs and joins K3s over SSH (provision/k3s). join is the server
 // a node joins, nil for the node that initialises the cluster.
 type K3s interface {
+	// Decide observes the servers and says where the cluster comes from.
+	Decide(ctx context.Context) (k3s.Decision, error)
+	// Installed reports whether n already runs K3s as a cluster member.
+	Installed(ctx context.Context, n profiles.Node) (bool, error)
 	WriteToken(ctx context.Context, n profiles.Node) error
 	WriteConfig(ctx context.Context, n profiles.Node, join *profiles.Node) error
 	Install(ctx context.Context, n profiles.Node) error
 	WaitMember(ctx context.Context, n profiles.Node) error
 	WriteKubeconfig(ctx context.Context) error
+	// KubeconfigCurrent reports whether the merged kubeconfig is current.
+	KubeconfigCurrent(ctx context.Context) (bool, error)
 }
 
 // K3d creates a k3d cluster (provision/k3d).
@@ -70,6 +76,8 @@ type Backends struct {
 	K3s   K3s
 	K3d   K3d
 	Flux  Flux
+	// NoFlux is set by Cluster, whose plan has no Flux step.
+	NoFlux bool
 }
 
 // Options shape the flow.
@@ -103,6 +111,26 @@ func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 	return f.plan, nil
 }
 
+// Cluster builds Create without Flux: the machines, their prerequisites,
+// K3s and the kubeconfig, for SSH nodes.
+func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	if len(p.Spec.Nodes) == 0 {
+		return nil, fmt.Errorf("profile %s has no SSH nodes", p.Metadata.Name)
+	}
+	if o.Kubeconfig == "" {
+		o.Kubeconfig = "~/.kube/config"
+	}
+	b.NoFlux = true
+	if !o.DryRun {
+		if err := b.check(&p.Spec, true); err != nil {
+			return nil, err
+		}
+	}
+	f := &builder{p: p, b: b, o: o, plan: plan.New(p.Metadata.Name)}
+	f.cluster(f.machines())
+	return f.plan, nil
+}
+
 // Prepare builds the first part of Create for SSH nodes: the machines (VMs
 // when the profile has Proxmox) and their host prerequisites, without K3s.
 func Prepare(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
@@ -133,7 +161,7 @@ func (b Backends) check(s *profiles.Spec, cluster bool) error {
 	if cluster && s.K3d != nil && b.K3d == nil {
 		missing = append(missing, "k3d")
 	}
-	if cluster && b.Flux == nil {
+	if cluster && b.Flux == nil && !b.NoFlux {
 		missing = append(missing, "Flux")
 	}
 	if len(missing) > 0 {
@@ -226,31 +254,74 @@ func (f *builder) machines() map[string]string {
 func (f *builder) cluster(ready map[string]string) {
 	s := &f.p.Spec
 	first := s.Servers()[0]
-	initID := "k3s-init/" + first.Name
+	// Where the cluster comes from is decided from observed state: a new
+	// cluster only when no server has cluster data (k3s.Decide), so a
+	// re-run never cluster-inits beside existing members.
+	decision := k3s.Decision{Init: &first, Via: first}
+	var inspectAfter []string
+	for _, m := range s.Servers() {
+		if r := ready[m.Name]; r != "" {
+			inspectAfter = append(inspectAfter, r)
+		}
+	}
 	f.plan.Add(plan.Step{
-		ID: initID, Title: "Initialise K3s cluster", Host: first.Name, After: nonEmpty(ready[first.Name]),
-		Run: func(ctx context.Context, x *plan.Exec) error { return f.installK3s(ctx, x, first, nil) },
+		ID: "k3s-inspect", Title: "Inspect K3s servers", After: inspectAfter,
+		Run: func(ctx context.Context, x *plan.Exec) error {
+			if f.b.K3s == nil {
+				x.Log("not observed: assuming no server runs K3s yet")
+				return nil
+			}
+			d, err := f.b.K3s.Decide(ctx)
+			if err != nil {
+				return err
+			}
+			decision = d
+			if d.Init != nil {
+				x.Log(fmt.Sprintf("no server has cluster data: %s initialises a new cluster", d.Init.Name))
+			} else {
+				x.Log(fmt.Sprintf("a cluster exists: the others join it through %s", d.Via.Name))
+			}
+			return nil
+		},
 	})
+	// joinTarget is nil for the node that initialises, else the server to join.
+	joinTarget := func(n profiles.Node) *profiles.Node {
+		if decision.Init != nil && decision.Init.Name == n.Name {
+			return nil
+		}
+		via := decision.Via
+		return &via
+	}
+	k3sStep := func(id, title string, n profiles.Node, after []string) plan.Step {
+		st := plan.Step{
+			ID: id, Title: title, Host: n.Name, After: after,
+			Run: func(ctx context.Context, x *plan.Exec) error { return f.installK3s(ctx, x, n, joinTarget(n)) },
+		}
+		if f.b.K3s != nil {
+			st.Check = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3s.Installed(ctx, n) }
+		}
+		return st
+	}
+	initID := "k3s-init/" + first.Name
+	f.plan.Add(k3sStep(initID, "Initialise K3s cluster", first, []string{"k3s-inspect"}))
 	tail := []string{initID}
 	for _, n := range s.Nodes {
 		if n.Name == first.Name {
 			continue
 		}
-		step := plan.Step{
-			ID: "k3s-join/" + n.Name, Host: n.Name, After: nonEmpty(initID, ready[n.Name]),
-			Run: func(ctx context.Context, x *plan.Exec) error { return f.installK3s(ctx, x, n, &first) },
-		}
+		step := k3sStep("k3s-join/"+n.Name, "Join K3s agent", n, nonEmpty(initID, ready[n.Name]))
 		if n.Role == profiles.RoleServer {
 			// etcd changes membership one member at a time: a second join
 			// while the first is still catching up can cost the quorum.
 			step.Title, step.Serial = "Join K3s server", "etcd-join"
-		} else {
-			step.Title = "Join K3s agent"
 		}
 		f.plan.Add(step)
 		tail = append(tail, step.ID)
 	}
 	f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), func(ctx context.Context) error { return f.b.K3s.WriteKubeconfig(ctx) })
+	if f.b.K3s != nil {
+		f.plan.SetCheck("kubeconfig", func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3s.KubeconfigCurrent(ctx) })
+	}
 }
 
 // installK3s writes the node's K3s config, runs the installer and waits
@@ -276,9 +347,11 @@ func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node,
 	if err := x.Wet(what, func(ctx context.Context) error { return f.b.K3s.Install(ctx, n) }); err != nil {
 		return err
 	}
-	wait := fmt.Sprintf("Node %s Ready", n.Name)
-	if n.Role == profiles.RoleServer {
-		wait += " and its etcd member present"
+	// The Node's Ready condition joins this wait once the test bed's
+	// stand-in runs a kubelet (the wait is the backend's, not the plan's).
+	wait := fmt.Sprintf("the etcd member of %s started", n.Name)
+	if n.Role == profiles.RoleAgent {
+		wait = fmt.Sprintf("k3s-agent on %s running", n.Name)
 	}
 	return x.Wait(wait, func(ctx context.Context) error { return f.b.K3s.WaitMember(ctx, n) })
 }

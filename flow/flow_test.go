@@ -11,6 +11,7 @@ import (
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/prereq"
 )
 
@@ -20,6 +21,8 @@ type recorder struct {
 	mu    sync.Mutex
 	calls []string
 	waits int
+	// servers, when set, makes Decide observe them all fresh.
+	servers []profiles.Node
 }
 
 func (r *recorder) log(format string, args ...any) error {
@@ -47,6 +50,14 @@ func (r *recorder) PrerequisiteFixes(context.Context, profiles.Node) ([]prereq.F
 func (r *recorder) ApplyPrerequisite(_ context.Context, n profiles.Node, fix prereq.Fix) error {
 	return r.log("ApplyPrerequisite %s %s", n.Name, fix.Item)
 }
+func (r *recorder) Decide(context.Context) (k3s.Decision, error) {
+	var states []k3s.ServerState
+	for _, n := range r.servers {
+		states = append(states, k3s.ServerState{Node: n})
+	}
+	return k3s.Decide(states)
+}
+func (r *recorder) Installed(context.Context, profiles.Node) (bool, error) { return false, nil }
 func (r *recorder) WriteToken(_ context.Context, n profiles.Node) error {
 	return r.log("WriteToken %s", n.Name)
 }
@@ -61,6 +72,7 @@ func (r *recorder) Install(_ context.Context, n profiles.Node) error {
 }
 func (r *recorder) WaitMember(context.Context, profiles.Node) error { return r.wait() }
 func (r *recorder) WriteKubeconfig(context.Context) error           { return r.log("WriteKubeconfig") }
+func (r *recorder) KubeconfigCurrent(context.Context) (bool, error) { return false, nil }
 func (r *recorder) CreateCluster(context.Context) error             { return r.log("CreateCluster") }
 func (r *recorder) WaitNodes(context.Context) error                 { return r.wait() }
 func (r *recorder) SeedSecret(_ context.Context, ns, name string, _ profiles.SecretRef) error {
@@ -96,7 +108,7 @@ func TestRealRunMakesExactlyTheChangesThePlanShows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := &recorder{}
+			rec := &recorder{servers: l.Spec.Servers()}
 			b := Backends{VMs: rec, Hosts: rec, K3s: rec, K3d: rec, Flux: fluxRecorder{rec}}
 			wetPlan, err := Create(&l.Profile, b, Options{})
 			if err != nil {
@@ -121,7 +133,7 @@ func TestProductionJoinsTheFirstServerAfterInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{}
+	rec := &recorder{servers: l.Spec.Servers()}
 	p, err := Create(&l.Profile, Backends{VMs: rec, Hosts: rec, K3s: rec, Flux: fluxRecorder{rec}}, Options{})
 	if err != nil {
 		t.Fatal(err)

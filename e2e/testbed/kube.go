@@ -72,6 +72,24 @@ func goBuild(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
+// InstallBundle puts the Kubernetes binaries where K3s unpacks the ones it
+// bundles (<data-dir>/data/current/bin), so that the stand-in, installed
+// the way labctl installs K3s, finds them as the real binary would.
+func (b *Bed) InstallBundle(ctx context.Context, node, dir string) error {
+	if _, err := b.Exec(ctx, node, "mkdir", "-p", "/var/lib/rancher/k3s/data/current/bin"); err != nil {
+		return err
+	}
+	for _, f := range KubeBinaries {
+		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, f), b.opts.Name+"-"+node+":/var/lib/rancher/k3s/data/current/bin/"+f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// InstallScript is the stand-in's install.sh, with K3s's interface.
+func InstallScript() (string, error) { return sourceDir("../tools/kube/install/install.sh") }
+
 // InstallKube copies the binaries into a node's /usr/local/bin.
 func (b *Bed) InstallKube(ctx context.Context, node, dir string) error {
 	for _, f := range append([]string{"k3s"}, KubeBinaries...) {

@@ -56,34 +56,9 @@ func Rename(raw []byte, name, server string) (*api.Config, error) {
 // set or the file had none. The file is written atomically, mode 0600.
 // It reports whether the file changed.
 func Merge(path string, add *api.Config, switchContext bool) (bool, error) {
-	cur := api.NewConfig()
-	old, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if cur, err = clientcmd.Load(old); err != nil {
-			return false, fmt.Errorf("%s: %w", path, err)
-		}
-	case !errors.Is(err, os.ErrNotExist):
+	data, old, err := merged(path, add, switchContext)
+	if err != nil || string(data) == string(old) {
 		return false, err
-	}
-	for k, v := range add.Clusters {
-		cur.Clusters[k] = v
-	}
-	for k, v := range add.AuthInfos {
-		cur.AuthInfos[k] = v
-	}
-	for k, v := range add.Contexts {
-		cur.Contexts[k] = v
-	}
-	if switchContext || cur.CurrentContext == "" {
-		cur.CurrentContext = add.CurrentContext
-	}
-	data, err := clientcmd.Write(*cur)
-	if err != nil {
-		return false, err
-	}
-	if string(data) == string(old) {
-		return false, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return false, err
@@ -105,6 +80,40 @@ func Merge(path string, add *api.Config, switchContext bool) (bool, error) {
 		return false, err
 	}
 	return true, os.Rename(tmp.Name(), path)
+}
+
+// Current reports whether Merge would leave the file as it is.
+func Current(path string, add *api.Config, switchContext bool) (bool, error) {
+	data, old, err := merged(path, add, switchContext)
+	return err == nil && string(data) == string(old), err
+}
+
+// merged returns the file's new and old contents.
+func merged(path string, add *api.Config, switchContext bool) (data, old []byte, err error) {
+	cur := api.NewConfig()
+	old, err = os.ReadFile(path)
+	switch {
+	case err == nil:
+		if cur, err = clientcmd.Load(old); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, nil, err
+	}
+	for k, v := range add.Clusters {
+		cur.Clusters[k] = v
+	}
+	for k, v := range add.AuthInfos {
+		cur.AuthInfos[k] = v
+	}
+	for k, v := range add.Contexts {
+		cur.Contexts[k] = v
+	}
+	if switchContext || cur.CurrentContext == "" {
+		cur.CurrentContext = add.CurrentContext
+	}
+	data, err = clientcmd.Write(*cur)
+	return data, old, err
 }
 
 // DefaultPath is the first file of $KUBECONFIG, else ~/.kube/config.

@@ -320,6 +320,23 @@ func (p *Pool) Get(ctx context.Context, cfg Config) (*Host, error) {
 	}
 }
 
+// Commands returns how many commands ran per host.
+func (p *Pool) Commands() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, e := range p.hosts {
+		select {
+		case <-e.ready:
+			if e.h != nil {
+				out[k] = e.h.Commands()
+			}
+		default:
+		}
+	}
+	return out
+}
+
 // Connections returns how many connections were made per host.
 func (p *Pool) Connections() map[string]int {
 	p.mu.Lock()

@@ -121,6 +121,7 @@ func runServer(ctx context.Context, c *config) error {
 		return err
 	}
 	logf("level=info msg=%q", "k3s is up and running")
+	sdNotify("READY=1")
 	select {
 	case <-ctx.Done():
 		return nil
@@ -188,13 +189,40 @@ func (s *server) issueCerts() error {
 		{"client-controller", "system:kube-controller-manager", nil, nil, false, true},
 		{"client-scheduler", "system:kube-scheduler", nil, nil, false, true},
 		{"client-kube-apiserver", "system:kube-apiserver", []string{"system:masters"}, nil, false, true},
+		// Where K3s keeps its etcd client certificate, for tools (and
+		// labctl) that ask etcd directly.
+		{"etcd/client", "etcd-client", nil, nil, false, true},
 	}
 	for _, l := range leaves {
 		if err := s.pki.leaf(l.name, l.cn, l.orgs, l.hosts, l.server, l.client); err != nil {
 			return fmt.Errorf("certificate %s: %w", l.name, err)
 		}
 	}
+	ca, err := os.ReadFile(s.pki.path("server-ca.crt"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.pki.path("etcd/server-ca.crt"), ca, 0o644); err != nil {
+		return err
+	}
 	return os.WriteFile(filepath.Join(s.dir, "token-secret"), []byte(s.secret), 0o600)
+}
+
+// sdNotify tells systemd (Type=notify units) about readiness, as K3s does.
+func sdNotify(state string) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if sock[0] == '@' {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(state))
 }
 
 func firstServiceIP(cidr string) string {

@@ -1,0 +1,164 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/flow"
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3s"
+	"github.com/labctl/labctl/provision/nodes"
+	"github.com/labctl/labctl/provision/remote"
+)
+
+// serveK3s serves the stand-in's install.sh and k3s binary to the bed's
+// nodes from the host (the bed network's gateway), as get.k3s.io and
+// GitHub releases serve the real ones. It returns the install script URL.
+func serveK3s(t *testing.T, bin string) string {
+	t.Helper()
+	script, err := testbed.InstallScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := strings.TrimSuffix(bed.Subnet.Addr().Next().String(), "")
+	l, err := net.Listen("tcp", gw+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + l.Addr().String()
+	body, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Point the script's downloads at this server, as the real script
+	// points at GitHub releases.
+	body = bytes.Replace(body, []byte("set -e\n"), []byte("set -e\nINSTALL_K3S_DOWNLOAD_URL=${INSTALL_K3S_DOWNLOAD_URL:-"+base+"}\n"), 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/install.sh", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) })
+	mux.HandleFunc("/k3s", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, filepath.Join(bin, "k3s")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return base + "/install.sh"
+}
+
+// TestClusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
+// real flow (prerequisites → inspect → cluster-init → joins one at a time
+// → kubeconfig) over SSH on three fresh bed nodes, installing the K3s
+// stand-in through its install script. Then the API answers from the host
+// through the merged kubeconfig, every server is a started etcd member,
+// and a second run makes no change.
+func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := []string{"172.30.20.51", "172.30.20.52", "172.30.20.53"}
+	for i, ip := range ips {
+		name := fmt.Sprintf("node-%d", i+1)
+		if _, err := bed.StartNode(ctx, name, ip); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = bed.RemoveNode(ctx, name) }()
+		if err := bed.InstallBundle(ctx, name, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := e2eProfile(t, ips)
+	url := serveK3s(t, bin)
+	text, _ := os.ReadFile(file)
+	text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n")...)
+	if err := os.WriteFile(file, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := profiles.Loader{}.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	token, _, err := k3s.ClusterToken(state, l.Metadata.Name, nil, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+
+	run := func(name string) *plan.Report {
+		pool := remote.NewPool(nil)
+		defer pool.Close()
+		pool.Redact.Add(token)
+		hosts := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, DataPath: l.Spec.Storage.Longhorn.DataPath}
+		kb := &k3s.Backend{Hosts: hosts, Spec: &l.Spec, Profile: l.Metadata.Name, Token: token, Kubeconfig: kc}
+		p, err := flow.Cluster(&l.Profile, flow.Backends{Hosts: hosts, K3s: kb}, flow.Options{Kubeconfig: kc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var progress bytes.Buffer
+		rep, err := plan.Run(ctx, p, plan.Options{Sink: plan.NewProgress(&progress)})
+		t.Logf("%s run: %d changes, wall %s, critical path %s\n%s", name, rep.Changes(), rep.Wall().Round(time.Millisecond), rep.CriticalPath().Round(time.Millisecond), progress.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for h, n := range pool.Connections() {
+			if n != 1 {
+				t.Errorf("%s: %d SSH connections, want 1", h, n)
+			}
+		}
+		t.Logf("%s run: remote commands per host: %v", name, pool.Commands())
+		if strings.Contains(progress.String(), token.Reveal()) {
+			t.Error("the cluster token reached the progress output")
+		}
+		return rep
+	}
+
+	first := run("first")
+	if first.Changes() == 0 {
+		t.Fatal("first run changed nothing")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != "https://172.30.20.51:6443" {
+		t.Errorf("kubeconfig server %s", cfg.Host)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	if err != nil || string(body) != "ok" {
+		t.Fatalf("API from the host through the merged kubeconfig: %q %v", body, err)
+	}
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		out, err := bed.Exec(ctx, n, "sh", "-c", "systemctl is-active k3s; curl -sS --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}' | grep -o '\"name\":\"node-[0-9]-' | sort | tr -d '\\n'")
+		if err != nil || out != "active\n\"name\":\"node-1-\"name\":\"node-2-\"name\":\"node-3-" {
+			t.Errorf("%s: k3s and etcd members: %q %v", n, out, err)
+		}
+	}
+	cfgYAML, _ := bed.Exec(ctx, "node-2", "cat", k3s.ConfigPath)
+	if strings.Contains(cfgYAML, "cluster-init") || !strings.Contains(cfgYAML, "server: https://172.30.20.51:6443") {
+		t.Errorf("node-2 config.yaml:\n%s", cfgYAML)
+	}
+
+	second := run("second")
+	if second.Changes() != 0 {
+		t.Fatalf("second run made %d changes", second.Changes())
+	}
+}
