@@ -151,6 +151,27 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				},
 			},
 			{
+				Name:      "create",
+				Usage:     "create the cluster on hosts that already exist (prerequisites, K3s, kubeconfig); re-running converges",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag, outputFlag,
+					&cli.BoolFlag{Name: "no-flux", Usage: "create the cluster without bootstrapping Flux"},
+					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
+					&cli.StringFlag{Name: "state-dir", Usage: "keep the cluster token under `DIR` (default ~/.local/state/labctl)"},
+					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "run at most `N` steps at once"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Create(c.Context, env(c), a, commands.CreateOptions{
+						NoFlux: c.Bool("no-flux"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
+						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Parallel: c.Int("parallel"),
+					})
+				},
+			},
+			{
 				Name:      "preflight",
 				Usage:     "check, read-only, that every node has what K3s and Longhorn need (before a cluster exists)",
 				ArgsUsage: "NAME | -f FILE",

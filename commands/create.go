@@ -1,0 +1,95 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/labctl/labctl/flow"
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/provision/k3s"
+	"github.com/labctl/labctl/provision/kubeconfig"
+	"github.com/labctl/labctl/provision/nodes"
+	"github.com/labctl/labctl/provision/remote"
+)
+
+// CreateOptions shape `labctl create`.
+type CreateOptions struct {
+	// NoFlux creates the cluster without bootstrapping Flux.
+	NoFlux            bool
+	AcceptNewHostKeys bool
+	// Kubeconfig is the file the context is merged into.
+	Kubeconfig string
+	// StateDir holds the cluster token; default k3s.StateDir().
+	StateDir string
+	// Parallel bounds the steps running at once.
+	Parallel int
+}
+
+// Create runs the create flow on hosts that already exist: host
+// prerequisites, K3s (initialise or join, one server at a time), the
+// kubeconfig. Re-running it converges: finished steps are skipped.
+func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
+	l, err := e.loadNodes(a, "create")
+	if err != nil {
+		return err
+	}
+	s := &l.Spec
+	if s.Proxmox != nil {
+		return fmt.Errorf("profile %s creates Proxmox VMs, which this build cannot do yet; for hosts that already exist, extend it with `proxmox: null`", l.Metadata.Name)
+	}
+	if !o.NoFlux {
+		return fmt.Errorf("this build cannot bootstrap Flux yet: add --no-flux to create the cluster alone")
+	}
+	if o.StateDir == "" {
+		if o.StateDir, err = k3s.StateDir(); err != nil {
+			return err
+		}
+	}
+	if o.Kubeconfig == "" {
+		o.Kubeconfig = kubeconfig.DefaultPath()
+	}
+	token, created, err := k3s.ClusterToken(o.StateDir, l.Metadata.Name, s.K3s.TokenRef, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, o.StateDir)
+	}
+	pool := remote.NewPool(nil)
+	defer pool.Close()
+	pool.Redact.Add(token)
+	hosts := &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys}
+	if s.Storage.Longhorn != nil {
+		hosts.DataPath = s.Storage.Longhorn.DataPath
+	}
+	kb := &k3s.Backend{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: token, Kubeconfig: o.Kubeconfig}
+	p, err := flow.Cluster(&l.Profile, flow.Backends{Hosts: hosts, K3s: kb}, flow.Options{Kubeconfig: o.Kubeconfig})
+	if err != nil {
+		return err
+	}
+	var sink plan.Sink = plan.NewProgress(e.Stdout)
+	if e.Output == OutputJSON {
+		sink = plan.NewJSONLines(e.Stdout)
+	}
+	rep, err := plan.Run(ctx, p, plan.Options{Sink: sink, Parallel: o.Parallel, Now: e.Now})
+	if err != nil {
+		return err
+	}
+	if e.Output != OutputJSON {
+		fmt.Fprintf(e.Stdout, "wall %s, critical path %s; SSH connections and commands per host:", rep.Wall().Round(time.Millisecond), rep.CriticalPath().Round(time.Millisecond))
+		conns, cmds := pool.Connections(), pool.Commands()
+		keys := make([]string, 0, len(conns))
+		for k := range conns {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(e.Stdout, " %s %d/%d", k, conns[k], cmds[k])
+		}
+		fmt.Fprintln(e.Stdout)
+	}
+	return nil
+}
