@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,31 +25,7 @@ import (
 func TestCreateReportsUnreachableHostAndSudoFailureThenReRunFinishes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ips := []string{"172.30.20.71", "172.30.20.72", "172.30.20.73"}
-	for i, ip := range ips {
-		name := fmt.Sprintf("node-%d", i+1)
-		if _, err := bed.StartNode(ctx, name, ip); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = bed.RemoveNode(ctx, name) }()
-		if err := bed.InstallBundle(ctx, name, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	url := serveK3s(t, bin)
-	profile := func(user, extra string) string {
-		f := e2eProfileAs(t, ips, user)
-		text, _ := os.ReadFile(f)
-		text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n"+extra)...)
-		if err := os.WriteFile(f, text, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	profile := k3sNodes(t, ctx, []string{"172.30.20.71", "172.30.20.72", "172.30.20.73"})
 	state, kc := t.TempDir(), filepath.Join(t.TempDir(), "kubeconfig")
 	create := func(file string) (string, error) {
 		var out bytes.Buffer

@@ -57,6 +57,37 @@ func serveK3s(t *testing.T, bin string) string {
 	return base + "/install.sh"
 }
 
+// k3sNodes starts fresh nodes at ips with the stand-in's bundle, serves
+// its install script, and returns a function writing a profile for them
+// as user, with extra YAML appended under spec.
+func k3sNodes(t *testing.T, ctx context.Context, ips []string) func(user, extra string) string {
+	t.Helper()
+	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ip := range ips {
+		name := fmt.Sprintf("node-%d", i+1)
+		if _, err := bed.StartNode(ctx, name, ip); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = bed.RemoveNode(context.Background(), name) })
+		if err := bed.InstallBundle(ctx, name, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := serveK3s(t, bin)
+	return func(user, extra string) string {
+		f := e2eProfileAs(t, ips, user)
+		text, _ := os.ReadFile(f)
+		text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n"+extra)...)
+		if err := os.WriteFile(f, text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+}
+
 // TestClusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
 // real flow (prerequisites → inspect → cluster-init → joins one at a time
 // → kubeconfig) over SSH on three fresh bed nodes, installing the K3s
@@ -66,28 +97,7 @@ func serveK3s(t *testing.T, bin string) string {
 func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ips := []string{"172.30.20.51", "172.30.20.52", "172.30.20.53"}
-	for i, ip := range ips {
-		name := fmt.Sprintf("node-%d", i+1)
-		if _, err := bed.StartNode(ctx, name, ip); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = bed.RemoveNode(ctx, name) }()
-		if err := bed.InstallBundle(ctx, name, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := e2eProfile(t, ips)
-	url := serveK3s(t, bin)
-	text, _ := os.ReadFile(file)
-	text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n")...)
-	if err := os.WriteFile(file, text, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := k3sNodes(t, ctx, []string{"172.30.20.51", "172.30.20.52", "172.30.20.53"})("root", "")
 	l, err := profiles.Loader{}.LoadFile(file)
 	if err != nil {
 		t.Fatal(err)

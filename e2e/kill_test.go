@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/e2e/testbed"
 	"github.com/labctl/labctl/plan"
 )
 
@@ -29,27 +27,7 @@ func TestCreateKilledAtEachStageConverges(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", labctl, "../cmd/labctl").CombinedOutput(); err != nil {
 		t.Fatalf("build labctl: %v %s", err, out)
 	}
-	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ips := []string{"172.30.20.61", "172.30.20.62", "172.30.20.63"}
-	for i, ip := range ips {
-		name := fmt.Sprintf("node-%d", i+1)
-		if _, err := bed.StartNode(ctx, name, ip); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = bed.RemoveNode(ctx, name) }()
-		if err := bed.InstallBundle(ctx, name, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := e2eProfile(t, ips)
-	text, _ := os.ReadFile(file)
-	text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+serveK3s(t, bin)+"}\n")...)
-	if err := os.WriteFile(file, text, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := k3sNodes(t, ctx, []string{"172.30.20.61", "172.30.20.62", "172.30.20.63"})("root", "")
 	state, kc := t.TempDir(), filepath.Join(t.TempDir(), "kubeconfig")
 
 	// create runs labctl; killAfter names the step whose completion ends

@@ -58,12 +58,23 @@ func startEtcd(ctx context.Context, s *server, join *bootstrap) (*embed.Etcd, er
 			return nil, err
 		}
 		defer cli.Close()
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		logf("level=info msg=%q", fmt.Sprintf("Adding member %s=%s to etcd cluster", name, peer))
 		// etcd itself refuses a peer URL that is still a member:
-		// "etcdserver: Peer URLs already exists".
-		resp, err := cli.MemberAddAsLearner(actx, []string{peer})
-		cancel()
+		// "etcdserver: Peer URLs already exists". Right after another
+		// member joined it also refuses for a few seconds with "unhealthy
+		// cluster" (strict reconfiguration check); K3s gets past that by
+		// being restarted, the stand-in by retrying, for at most a minute.
+		var resp *clientv3.MemberAddResponse
+		for deadline := time.Now().Add(time.Minute); ; {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			resp, err = cli.MemberAddAsLearner(actx, []string{peer})
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+				break
+			}
+			logf("level=info msg=%q", "etcd cluster not ready for a new member yet; retrying")
+			time.Sleep(2 * time.Second)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("failed to join etcd cluster: %w", err)
 		}
