@@ -318,10 +318,11 @@ func (f *builder) cluster(ready map[string]string) {
 		f.plan.Add(step)
 		tail = append(tail, step.ID)
 	}
-	f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), func(ctx context.Context) error { return f.b.K3s.WriteKubeconfig(ctx) })
+	var current func(context.Context, func(string)) (bool, error)
 	if f.b.K3s != nil {
-		f.plan.SetCheck("kubeconfig", func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3s.KubeconfigCurrent(ctx) })
+		current = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3s.KubeconfigCurrent(ctx) }
 	}
+	f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), func(ctx context.Context) error { return f.b.K3s.WriteKubeconfig(ctx) }, current)
 }
 
 // installK3s writes the node's K3s config, runs the installer and waits
@@ -368,13 +369,15 @@ func (f *builder) k3d() {
 			return x.Wait(fmt.Sprintf("%d nodes Ready", k.Servers+k.Agents), func(ctx context.Context) error { return f.b.K3d.WaitNodes(ctx) })
 		},
 	})
-	f.kubeconfig([]string{"k3d-cluster"}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), func(ctx context.Context) error { return f.b.K3d.WriteKubeconfig(ctx) })
+	f.kubeconfig([]string{"k3d-cluster"}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), func(ctx context.Context) error { return f.b.K3d.WriteKubeconfig(ctx) }, nil)
 }
 
-func (f *builder) kubeconfig(after []string, server string, fn func(context.Context) error) {
+// kubeconfig adds the step merging the cluster's context; current, when
+// given, observes whether the merged file is already up to date.
+func (f *builder) kubeconfig(after []string, server string, fn func(context.Context) error, current func(context.Context, func(string)) (bool, error)) {
 	name := f.p.Metadata.Name
 	f.plan.Add(plan.Step{
-		ID: "kubeconfig", Title: "Merge kubeconfig", After: after,
+		ID: "kubeconfig", Title: "Merge kubeconfig", After: after, Check: current,
 		Run: func(ctx context.Context, x *plan.Exec) error {
 			return x.Wet(fmt.Sprintf("merge context %q (server %s) into %s, other contexts untouched", name, server, f.o.Kubeconfig), fn)
 		},

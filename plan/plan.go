@@ -55,16 +55,6 @@ func (p *Plan) Add(steps ...Step) {
 	}
 }
 
-// SetCheck gives an added step its Check (for builders that add the step
-// before they know how to observe it).
-func (p *Plan) SetCheck(id string, check func(ctx context.Context, log func(msg string)) (bool, error)) {
-	for _, s := range p.steps {
-		if s.ID == id {
-			s.Check = check
-		}
-	}
-}
-
 // Scheduled is a step with its resolved position in the plan.
 type Scheduled struct {
 	ID     string   `json:"id"`
