@@ -350,9 +350,9 @@ func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node,
 	}
 	// The Node's Ready condition joins this wait once the test bed's
 	// stand-in runs a kubelet (the wait is the backend's, not the plan's).
-	wait := fmt.Sprintf("the etcd member of %s started", n.Name)
+	wait := fmt.Sprintf("the etcd member of %s to start", n.Name)
 	if n.Role == profiles.RoleAgent {
-		wait = fmt.Sprintf("k3s-agent on %s running", n.Name)
+		wait = fmt.Sprintf("k3s-agent on %s to run", n.Name)
 	}
 	return x.Wait(wait, func(ctx context.Context) error { return f.b.K3s.WaitMember(ctx, n) })
 }
