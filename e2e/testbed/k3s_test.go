@@ -66,6 +66,17 @@ func etcdMembers(t *testing.T, ctx context.Context, b *Bed, node string) []strin
 	return names
 }
 
+// fatalLines keeps the stand-in's own log lines (not etcd's client noise).
+func fatalLines(log string) string {
+	var keep []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=") || strings.HasPrefix(l, "k3s.service") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 // dump returns a node's stand-in logs, for failure messages.
 func dump(ctx context.Context, b *Bed, node string) string {
 	out, _ := b.Exec(ctx, node, "sh", "-c", "systemctl status k3s --no-pager | head -12; ps -eo pid,stat,args | grep -E \"k3s|kube\" | grep -v grep | cut -c1-120; journalctl -u k3s -o cat --no-pager | tail -20; echo '--- etcd'; tail -20 /var/lib/rancher/k3s/server/db/etcd.log; echo '--- apiserver'; tail -5 /var/lib/rancher/k3s/server/logs/kube-apiserver.log; echo '--- controller-manager'; tail -8 /var/lib/rancher/k3s/server/logs/kube-controller-manager.log")
@@ -79,7 +90,9 @@ func kubectl(ctx context.Context, b *Bed, node string, args ...string) (string, 
 // TestK3sStandInFormsAnHAControlPlane is the stand-in's self-test on bed
 // nodes: cluster-init, K3s's token format, kubeconfig, a wrong CA hash, a
 // wrong secret and a critical-setting mismatch refused, two joins as real
-// etcd members, and quorum surviving the loss of the first server.
+// etcd members, quorum surviving the loss of the first server, a rebuilt
+// server refused while its dead member is registered and admitted after
+// its removal, and a server without --server forming its own cluster.
 func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
@@ -163,11 +176,41 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 	if out, err := kubectl(ctx, b, "s3", "get", "namespace", "quorum-check", "-o", "name"); err != nil || out != "namespace/quorum-check" {
 		t.Fatalf("read the write from s3: %q %v", out, err)
 	}
-	// A fresh server with neither cluster-init nor server forms a cluster
-	// of its own: the first-server trap labctl must avoid.
+	// s1 is rebuilt at its old address: etcd refuses the join while the
+	// dead member is still registered, and accepts it once removed.
 	if err := b.RemoveNode(ctx, "s1"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := b.StartNode(ctx, "s1b", ips["s1"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InstallKube(ctx, "s1b", bin); err != nil {
+		t.Fatal(err)
+	}
+	rejoin := "server: https://" + ips["s2"] + ":6443\nnode-ip: " + ips["s1"] + "\n" + common
+	// etcd's own refusal: "unhealthy cluster" while the dead member counts
+	// against quorum (its health check comes first), else "Peer URLs
+	// already exists".
+	if log, ok := k3sServer(t, ctx, b, "s1b", rejoin); ok || !strings.Contains(log, "failed to join etcd cluster") {
+		t.Fatalf("rejoin over a registered member: up=%v\n%s", ok, fatalLines(log))
+	}
+	etcdTLS := "--cacert /var/lib/rancher/k3s/server/tls/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd.crt --key /var/lib/rancher/k3s/server/tls/etcd.key"
+	id, err := b.Exec(ctx, "s2", "sh", "-c", "curl -sS "+etcdTLS+" -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}' | tr '{' '\\n' | grep '"+ips["s1"]+":2380' | sed -E 's/.*\"ID\":\"([0-9]+)\".*/\\1/'")
+	if err != nil || id == "" {
+		t.Fatalf("find s1's member id: %q %v", id, err)
+	}
+	if out, err := b.Exec(ctx, "s2", "sh", "-c", "curl -sS "+etcdTLS+" -X POST https://127.0.0.1:2379/v3/cluster/member/remove -d '{\"ID\":\""+id+"\"}'"); err != nil || strings.Contains(out, "error") {
+		t.Fatalf("remove s1's member: %q %v", out, err)
+	}
+	if log, ok := k3sServer(t, ctx, b, "s1b", rejoin); !ok {
+		t.Fatalf("rejoin after the member was removed:\n%s\n%s", log, dump(ctx, b, "s1b"))
+	}
+	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 3 {
+		t.Fatalf("members after the rebuild = %v, want 3", m)
+	}
+
+	// A fresh server with neither cluster-init nor server forms a cluster
+	// of its own: the first-server trap labctl must avoid.
 	if _, err := b.StartNode(ctx, "s4", "172.30.11.14"); err != nil {
 		t.Fatal(err)
 	}
