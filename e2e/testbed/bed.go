@@ -250,9 +250,6 @@ func (b *Bed) RemoveNode(ctx context.Context, node string) error {
 	return err
 }
 
-// Nodes returns the running nodes.
-func (b *Bed) Nodes() map[string]*Node { return b.nodes }
-
 // KnownHosts renders a known_hosts file for the nodes.
 func (b *Bed) KnownHosts() []byte {
 	var out []byte
