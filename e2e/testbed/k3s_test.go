@@ -23,12 +23,26 @@ func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (
 	}
 	deadline := time.Now().Add(4 * time.Minute)
 	for {
+		// The state is read before the log: a unit that failed has written
+		// all it will write, and journald is synced before reading, so a
+		// failure's log is complete (reading the log first raced with it).
+		state, _ := b.Exec(ctx, node, "systemctl", "is-active", "k3s")
+		_, _ = b.Exec(ctx, node, "journalctl", "--sync")
 		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
 		if strings.Contains(log, "k3s is up and running") {
 			return log, true
 		}
-		state, _ := b.Exec(ctx, node, "systemctl", "is-active", "k3s")
 		if state == "failed" || state == "inactive" {
+			// Wait for the log to settle: journald reads the unit's stdout
+			// stream on its own schedule.
+			for i := 0; i < 10; i++ {
+				time.Sleep(500 * time.Millisecond)
+				again, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
+				if again == log {
+					break
+				}
+				log = again
+			}
 			return log, false
 		}
 		if time.Now().After(deadline) {
