@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -155,6 +158,24 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 	if err != nil || string(body) != "ok" {
 		t.Fatalf("API from the host through the merged kubeconfig: %q %v", body, err)
+	}
+	// The flow waited for each server's Node to be Ready: all three are,
+	// seen from the host, with K3s's role labels.
+	nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready []string
+	for _, n := range nl.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Labels["node-role.kubernetes.io/etcd"] == "true" && n.Labels["node-role.kubernetes.io/control-plane"] == "true" {
+				ready = append(ready, n.Name)
+			}
+		}
+	}
+	sort.Strings(ready)
+	if strings.Join(ready, ",") != "node-1,node-2,node-3" {
+		t.Errorf("Ready etcd/control-plane nodes from the host: %v", ready)
 	}
 	for _, n := range []string{"node-1", "node-2", "node-3"} {
 		out, err := bed.Exec(ctx, n, "sh", "-c", "systemctl is-active k3s; curl -sS --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}' | grep -o '\"name\":\"node-[0-9]-' | sort | tr -d '\\n'")

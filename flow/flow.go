@@ -348,9 +348,7 @@ func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node,
 	if err := x.Wet(what, func(ctx context.Context) error { return f.b.K3s.Install(ctx, n) }); err != nil {
 		return err
 	}
-	// The Node's Ready condition joins this wait once the test bed's
-	// stand-in runs a kubelet (the wait is the backend's, not the plan's).
-	wait := fmt.Sprintf("the etcd member of %s to start", n.Name)
+	wait := fmt.Sprintf("%s to be a started etcd member with a Ready Node", n.Name)
 	if n.Role == profiles.RoleAgent {
 		wait = fmt.Sprintf("k3s-agent on %s to run", n.Name)
 	}

@@ -85,6 +85,7 @@ func StartDocker(ctx context.Context, o DockerOptions) (*Docker, error) {
 	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
 		return nil, err
 	}
+	stopStale(filepath.Join(dir, "dockerd.pid"), o.Log)
 	_ = os.Remove(sock)
 	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
 	if err != nil {
@@ -219,3 +220,32 @@ func lastLines(s string, n int) string {
 
 // ErrNotRoot is returned where the bed needs root (dockerd, debootstrap).
 var ErrNotRoot = errors.New("the test bed needs root")
+
+// stopStale stops a daemon of the bed's left behind by a run that was
+// killed before it could stop it (its pid file names it), so that the new
+// daemon can take the data root.
+func stopStale(pidfile string, log func(string, ...any)) {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), pidfile) {
+		_ = os.Remove(pidfile)
+		return
+	}
+	log("docker: stopping the bed's daemon pid %d left by an earlier run", pid)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 150; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	time.Sleep(500 * time.Millisecond)
+}

@@ -19,6 +19,10 @@ import (
 var NodePackages = []string{
 	"systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "curl", "ca-certificates",
 	"iproute2", "iputils-ping", "kmod", "procps", "less", "gnupg", "netbase",
+	// What the K3s binary bundles and the stand-in takes from Debian:
+	// containerd (its service masked: K3s runs its own), runc, the CNI
+	// plugins and the tools kube-proxy and the kubelet call.
+	"containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "ethtool", "socat",
 }
 
 // Users of a node, besides root.
@@ -44,7 +48,8 @@ systemctl enable ssh.service
 # Units that have nothing to do in a container.
 for u in getty@tty1.service console-getty.service serial-getty@console.service \
          systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
-         apt-daily.timer apt-daily-upgrade.timer e2scrub_reap.service systemd-firstboot.service; do
+         apt-daily.timer apt-daily-upgrade.timer e2scrub_reap.service systemd-firstboot.service \
+         containerd.service; do
   systemctl mask "$u"
 done
 useradd -m -s /bin/bash ` + SudoUser + `

@@ -5,6 +5,7 @@ package testbed
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -93,8 +94,81 @@ func fatalLines(log string) string {
 
 // dump returns a node's stand-in logs, for failure messages.
 func dump(ctx context.Context, b *Bed, node string) string {
-	out, _ := b.Exec(ctx, node, "sh", "-c", "systemctl status k3s --no-pager | head -12; ps -eo pid,stat,args | grep -E \"k3s|kube\" | grep -v grep | cut -c1-120; journalctl -u k3s -o cat --no-pager | tail -20; echo '--- etcd'; tail -20 /var/lib/rancher/k3s/server/db/etcd.log; echo '--- apiserver'; tail -5 /var/lib/rancher/k3s/server/logs/kube-apiserver.log; echo '--- controller-manager'; tail -8 /var/lib/rancher/k3s/server/logs/kube-controller-manager.log")
+	out, _ := b.Exec(ctx, node, "sh", "-c", "systemctl status k3s --no-pager | head -12; ps -eo pid,stat,args | grep -E \"k3s|kube\" | grep -v grep | cut -c1-120; journalctl -u k3s -o cat --no-pager | tail -20; echo '--- etcd'; tail -20 /var/lib/rancher/k3s/server/db/etcd.log; echo '--- apiserver'; tail -5 /var/lib/rancher/k3s/server/logs/kube-apiserver.log; echo '--- controller-manager'; tail -8 /var/lib/rancher/k3s/server/logs/kube-controller-manager.log; for c in containerd kubelet kube-proxy; do echo \"--- $c\"; grep -E '^[EF]' /var/lib/rancher/k3s/agent/logs/$c.log | tail -8; grep -iE 'level=(error|fatal)' /var/lib/rancher/k3s/agent/logs/$c.log | tail -5; done")
 	return out
+}
+
+// waitNodesReady waits up to 3 minutes until the nodes are Ready, as
+// seen from the node `from`.
+func waitNodesReady(t *testing.T, ctx context.Context, b *Bed, from string, nodes ...string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := kubectl(ctx, b, from, "get", "nodes", "-o", `go-template={{range .items}}{{.metadata.name}}={{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}} {{end}}`)
+		ready := 0
+		for _, n := range nodes {
+			if err == nil && strings.Contains(" "+out+" ", " "+n+"=True ") {
+				ready++
+			}
+		}
+		if ready == len(nodes) {
+			return
+		}
+		if time.Now().After(deadline) {
+			var dumps []string
+			for _, n := range nodes {
+				dumps = append(dumps, dump(ctx, b, n))
+			}
+			t.Fatalf("nodes %v not all Ready after 3m: %q %v\n%s", nodes, out, err, strings.Join(dumps, "\n"))
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// waitLog waits up to a minute for text in a node's k3s journal.
+func waitLog(t *testing.T, ctx context.Context, b *Bed, node, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
+		if strings.Contains(log, text) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q not logged within a minute:\n%s", node, text, fatalLines(log))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// podsRun runs a Deployment of n pause pods spread over the nodes and
+// waits until all run.
+func podsRun(t *testing.T, ctx context.Context, b *Bed, from string, n int) {
+	t.Helper()
+	manifest := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sandbox-check, namespace: default}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: sandbox-check}}
+  template:
+    metadata: {labels: {app: sandbox-check}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: sandbox-check}}}
+      containers:
+      - {name: pause, image: %s, imagePullPolicy: Never}
+`, n, PauseImage)
+	if out, err := b.Docker.Input(ctx, strings.NewReader(manifest), "exec", "-i", b.opts.Name+"-"+from, "kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v %s", err, out)
+	}
+	start := time.Now()
+	if out, err := kubectl(ctx, b, from, "rollout", "status", "deployment/sandbox-check", "--timeout=180s"); err != nil {
+		pods, _ := kubectl(ctx, b, from, "get", "pods", "-o", "wide")
+		events, _ := kubectl(ctx, b, from, "get", "events", "-A")
+		t.Fatalf("deployment did not roll out: %v %s\n%s\n%s", err, out, pods, events)
+	}
+	nodes, _ := kubectl(ctx, b, from, "get", "pods", "-l", "app=sandbox-check", "-o", "jsonpath={.items[*].spec.nodeName}")
+	t.Logf("%d pods running in %s on nodes %s", n, time.Since(start).Round(time.Millisecond), nodes)
 }
 
 func kubectl(ctx context.Context, b *Bed, node string, args ...string) (string, error) {
@@ -173,6 +247,16 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 3 {
 		t.Fatalf("etcd members = %v, want 3", m)
 	}
+	start = time.Now()
+	waitNodesReady(t, ctx, b, "s2", "s1", "s2", "s3")
+	t.Logf("3 nodes Ready %s after the last join", time.Since(start).Round(time.Millisecond))
+	labels, _ := kubectl(ctx, b, "s2", "get", "node", "s2", "-o", `go-template={{range $k, $v := .metadata.labels}}{{$k}}={{$v}} {{end}}{{range $k, $v := .metadata.annotations}}{{$k}}={{$v}} {{end}}`)
+	for _, want := range []string{"node-role.kubernetes.io/control-plane=true", "node-role.kubernetes.io/etcd=true", "node-role.kubernetes.io/master=true", "etcd.k3s.cattle.io/node-name=s2-", "etcd.k3s.cattle.io/node-address=" + ips["s2"], "node.kubernetes.io/instance-type=k3s"} {
+		if !strings.Contains(labels, want) {
+			t.Errorf("node s2 lacks %s: %s", want, labels)
+		}
+	}
+	podsRun(t, ctx, b, "s2", 3)
 
 	// Lose the first server: the other two keep quorum (2 of 3) and serve
 	// reads and writes.
@@ -195,17 +279,17 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 	if err := b.RemoveNode(ctx, "s1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.StartNode(ctx, "s1b", ips["s1"]); err != nil {
+	if _, err := b.StartNode(ctx, "s1", ips["s1"]); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.InstallKube(ctx, "s1b", bin); err != nil {
+	if err := b.InstallKube(ctx, "s1", bin); err != nil {
 		t.Fatal(err)
 	}
 	rejoin := "server: https://" + ips["s2"] + ":6443\nnode-ip: " + ips["s1"] + "\n" + common
 	// etcd's own refusal: "unhealthy cluster" while the dead member counts
 	// against quorum (its health check comes first), else "Peer URLs
 	// already exists".
-	if log, ok := k3sServer(t, ctx, b, "s1b", rejoin); ok || !strings.Contains(log, "failed to join etcd cluster") {
+	if log, ok := k3sServer(t, ctx, b, "s1", rejoin); ok || !strings.Contains(log, "failed to join etcd cluster") {
 		t.Fatalf("rejoin over a registered member: up=%v\n%s", ok, fatalLines(log))
 	}
 	etcdTLS := "--cacert /var/lib/rancher/k3s/server/tls/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd.crt --key /var/lib/rancher/k3s/server/tls/etcd.key"
@@ -216,11 +300,33 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 	if out, err := b.Exec(ctx, "s2", "sh", "-c", "curl -sS "+etcdTLS+" -X POST https://127.0.0.1:2379/v3/cluster/member/remove -d '{\"ID\":\""+id+"\"}'"); err != nil || strings.Contains(out, "error") {
 		t.Fatalf("remove s1's member: %q %v", out, err)
 	}
-	if log, ok := k3sServer(t, ctx, b, "s1b", rejoin); !ok {
-		t.Fatalf("rejoin after the member was removed:\n%s\n%s", log, dump(ctx, b, "s1b"))
+	if log, ok := k3sServer(t, ctx, b, "s1", rejoin); !ok {
+		t.Fatalf("rejoin after the member was removed:\n%s\n%s", log, dump(ctx, b, "s1"))
 	}
 	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 3 {
 		t.Fatalf("members after the rebuild = %v, want 3", m)
+	}
+	// The rebuilt host has a new node password: its kubelet is refused
+	// while the old Node (and its password Secret) exists.
+	waitLog(t, ctx, b, "s1", "Node password rejected")
+	if out, err := kubectl(ctx, b, "s2", "delete", "node", "s1"); err != nil {
+		t.Fatalf("delete node s1: %v %s", err, out)
+	}
+	waitNodesReady(t, ctx, b, "s2", "s1")
+
+	// Deleting a server's Node removes its etcd member.
+	if out, err := kubectl(ctx, b, "s2", "delete", "node", "s3"); err != nil {
+		t.Fatalf("delete node s3: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		m := etcdMembers(t, ctx, b, "s2")
+		if len(m) == 2 && !strings.HasPrefix(m[0], "s3-") && !strings.HasPrefix(m[1], "s3-") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members a minute after deleting node s3: %v", m)
+		}
+		time.Sleep(2 * time.Second)
 	}
 
 	// A fresh server with neither cluster-init nor server forms a cluster

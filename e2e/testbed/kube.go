@@ -1,6 +1,8 @@
 package testbed
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,7 +17,7 @@ import (
 const KubeVersion = "v1.34.4"
 
 // KubeBinaries are the upstream commands copied onto server nodes.
-var KubeBinaries = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"}
+var KubeBinaries = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
 
 // BuildKube returns a directory holding the Kubernetes binaries and the
 // K3s stand-in. The Kubernetes binaries are cached by the hash of the
@@ -58,8 +60,94 @@ func BuildKube(ctx context.Context, cache string, log func(string, ...any)) (str
 	if err := goBuild(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "k3s"), "./cmd/k3s"); err != nil {
 		return "", err
 	}
+	if err := goBuild(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "pause"), "./cmd/pause"); err != nil {
+		return "", err
+	}
+	// Where the bed's Docker needs the runtime wrapper, containerd inside
+	// the nodes needs it too: it goes where K3s keeps its bundled runc.
+	if lacksSysResource() {
+		wrap, err := buildRuncWrap(ctx, cache)
+		if err != nil {
+			return "", err
+		}
+		if err := copyFile(wrap, filepath.Join(dir, "runc")); err != nil {
+			return "", err
+		}
+	} else {
+		_ = os.Remove(filepath.Join(dir, "runc"))
+	}
 	log("kube: K3s stand-in built in %s", time.Since(start).Round(time.Millisecond))
 	return dir, nil
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, to)
+}
+
+// PauseImage is the sandbox image's name as the stand-in's containerd
+// config gives it.
+const PauseImage = "rancher/mirrored-pause:3.6"
+
+// pauseImageTar packs dir/pause as PauseImage (docker import, docker
+// save) into dir/images/pause.tar, the form K3s's air-gap images take.
+func (b *Bed) pauseImageTar(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "images", "pause.tar")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	bin, err := os.ReadFile(filepath.Join(dir, "pause"))
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), ModTime: time.Unix(0, 0)}); err != nil {
+		return "", err
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return "", err
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	if _, err := b.Docker.Input(ctx, &buf, "import", "--change", `ENTRYPOINT ["/pause"]`, "-", PauseImage); err != nil {
+		return "", err
+	}
+	if _, err := b.Docker.Output(ctx, "save", "-o", out, PauseImage); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// installNodeBundle gives a node what K3s brings besides its own binary:
+// the runtime wrapper as the bundled runc (where needed) and the sandbox
+// image in the air-gap images directory.
+func (b *Bed) installNodeBundle(ctx context.Context, node, dir string) error {
+	img, err := b.pauseImageTar(ctx, dir)
+	if err != nil {
+		return err
+	}
+	if _, err := b.Exec(ctx, node, "mkdir", "-p", "/var/lib/rancher/k3s/data/current/bin", "/var/lib/rancher/k3s/agent/images"); err != nil {
+		return err
+	}
+	c := b.opts.Name + "-" + node + ":"
+	if _, err := b.Docker.Output(ctx, "cp", img, c+"/var/lib/rancher/k3s/agent/images/pause.tar"); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "runc")); err == nil {
+		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, "runc"), c+"/var/lib/rancher/k3s/data/current/bin/runc"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func goBuild(ctx context.Context, dir string, args ...string) error {
@@ -76,7 +164,7 @@ func goBuild(ctx context.Context, dir string, args ...string) error {
 // bundles (<data-dir>/data/current/bin), so that the stand-in, installed
 // the way labctl installs K3s, finds them as the real binary would.
 func (b *Bed) InstallBundle(ctx context.Context, node, dir string) error {
-	if _, err := b.Exec(ctx, node, "mkdir", "-p", "/var/lib/rancher/k3s/data/current/bin"); err != nil {
+	if err := b.installNodeBundle(ctx, node, dir); err != nil {
 		return err
 	}
 	for _, f := range KubeBinaries {
@@ -92,6 +180,9 @@ func InstallScript() (string, error) { return sourceDir("../tools/kube/install/i
 
 // InstallKube copies the binaries into a node's /usr/local/bin.
 func (b *Bed) InstallKube(ctx context.Context, node, dir string) error {
+	if err := b.installNodeBundle(ctx, node, dir); err != nil {
+		return err
+	}
 	for _, f := range append([]string{"k3s"}, KubeBinaries...) {
 		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, f), b.opts.Name+"-"+node+":/usr/local/bin/"+f); err != nil {
 			return err

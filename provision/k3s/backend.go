@@ -45,6 +45,10 @@ const (
 	etcdCA         = "/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt"
 	etcdClientCert = "/var/lib/rancher/k3s/server/tls/etcd/client.crt"
 	etcdClientKey  = "/var/lib/rancher/k3s/server/tls/etcd/client.key"
+	// K3s's admin client certificate, for asking the local API server.
+	apiCA         = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+	apiClientCert = "/var/lib/rancher/k3s/server/tls/client-admin.crt"
+	apiClientKey  = "/var/lib/rancher/k3s/server/tls/client-admin.key"
 	serverCA       = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
 	dbDir          = "/var/lib/rancher/k3s/server/db"
 )
@@ -156,8 +160,8 @@ func (b *Backend) Install(ctx context.Context, n profiles.Node) error {
 	return err
 }
 
-// WaitMember waits until n's etcd member is started and promoted, asking
-// etcd on the node itself.
+// WaitMember waits until n's etcd member is started and promoted and its
+// Node is Ready, asking etcd and the API server on the node itself.
 func (b *Backend) WaitMember(ctx context.Context, n profiles.Node) error {
 	h, err := b.Hosts.Host(ctx, n)
 	if err != nil {
@@ -174,7 +178,7 @@ func (b *Backend) WaitMember(ctx context.Context, n profiles.Node) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: etcd member not started after %s (last: %w)", n.Name, timeout, err)
+			return fmt.Errorf("%s: not a Ready etcd server after %s: %w", n.Name, timeout, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -187,14 +191,69 @@ func (b *Backend) WaitMember(ctx context.Context, n profiles.Node) error {
 // ErrNotMember says a server is not (yet) a started etcd voting member.
 var ErrNotMember = errors.New("not a started etcd member")
 
-// member asks etcd's gRPC gateway on the node for the member list.
+// ErrNodeNotReady says a server's Node is missing or not Ready.
+var ErrNodeNotReady = errors.New("Node not Ready")
+
+// memberScript asks, in one command, etcd's gRPC gateway for the member
+// list and the local API server for the node's Node object.
+func memberScript(node string) string {
+	return fmt.Sprintf("curl -sS --max-time 10 --cacert %s --cert %s --key %s -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}'\n"+
+		"echo; echo '%s'\n"+
+		"curl -sS --max-time 10 --cacert %s --cert %s --key %s https://127.0.0.1:6443/api/v1/nodes/%s\n",
+		etcdCA, etcdClientCert, etcdClientKey, nodeSeparator, apiCA, apiClientCert, apiClientKey, node)
+}
+
+const nodeSeparator = "--- node"
+
+// member reports whether n is a started, promoted etcd member whose Node
+// is Ready (one SSH command).
 func (b *Backend) member(ctx context.Context, h *remote.Host, n profiles.Node) (bool, error) {
-	res, err := h.Run(ctx, remote.Cmd{Sudo: true, Script: fmt.Sprintf(
-		"curl -sS --max-time 10 --cacert %s --cert %s --key %s -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}'",
-		etcdCA, etcdClientCert, etcdClientKey)})
+	res, err := h.Run(ctx, remote.Cmd{Sudo: true, Script: memberScript(n.Name)})
 	if err != nil {
 		return false, err
 	}
+	members, node, _ := strings.Cut(res.Stdout, "\n"+nodeSeparator+"\n")
+	if ok, err := isMember(members, n); !ok {
+		return false, err
+	}
+	return nodeReady(node, n)
+}
+
+// nodeReady reads a Node object (or the API's error Status).
+func nodeReady(body string, n profiles.Node) (bool, error) {
+	var obj struct {
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+		Status  struct {
+			Conditions []struct {
+				Type, Status, Reason, Message string
+			} `json:"conditions"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(body), &obj); err != nil {
+		return false, fmt.Errorf("%s: %w: the API server did not answer: %s", n.Name, ErrNodeNotReady, firstLine(body))
+	}
+	if obj.Kind != "Node" {
+		return false, fmt.Errorf("%s: %w: %s", n.Name, ErrNodeNotReady, obj.Message)
+	}
+	for _, c := range obj.Status.Conditions {
+		if c.Type == "Ready" {
+			if c.Status == "True" {
+				return true, nil
+			}
+			return false, fmt.Errorf("%s: %w: %s: %s", n.Name, ErrNodeNotReady, c.Reason, c.Message)
+		}
+	}
+	return false, fmt.Errorf("%s: %w: no Ready condition yet", n.Name, ErrNodeNotReady)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+// isMember reads etcd's member list.
+func isMember(body string, n profiles.Node) (bool, error) {
 	var list struct {
 		Members []struct {
 			Name       string   `json:"name"`
@@ -202,8 +261,8 @@ func (b *Backend) member(ctx context.Context, h *remote.Host, n profiles.Node) (
 			IsLearner  bool     `json:"isLearner"`
 		} `json:"members"`
 	}
-	if err := json.Unmarshal([]byte(res.Stdout), &list); err != nil {
-		return false, fmt.Errorf("etcd member list: %w", err)
+	if err := json.Unmarshal([]byte(body), &list); err != nil {
+		return false, fmt.Errorf("%s: etcd member list: %w", n.Name, err)
 	}
 	for _, m := range list.Members {
 		if strings.HasPrefix(m.Name, n.Name+"-") && !m.IsLearner && len(m.ClientURLs) > 0 {

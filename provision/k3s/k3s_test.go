@@ -169,3 +169,40 @@ func TestClusterTokenIsGeneratedOnceAndKeptPrivate(t *testing.T) {
 		t.Fatal("token printable")
 	}
 }
+
+// The readiness check is one command (etcd's member list and the Node
+// object); its answers are read strictly: a learner, a missing member, a
+// NotReady or unknown Node, or an error page are all "not yet", with the
+// reason.
+func TestMemberCheckNeedsAPromotedMemberAndAReadyNode(t *testing.T) {
+	n := profiles.Node{Name: "kube-srv-2", Address: "10.0.40.102"}
+	golden.Assert(t, "testdata/member-check.sh", []byte(memberScript(n.Name)))
+	members := func(name string, learner bool) string {
+		return fmt.Sprintf(`{"members":[{"name":"kube-srv-1-0a1b2c3d","clientURLs":["https://10.0.40.101:2379"]},{"name":%q,"clientURLs":["https://10.0.40.102:2379"],"isLearner":%v}]}`, name, learner)
+	}
+	node := func(status, reason string) string {
+		return fmt.Sprintf(`{"kind":"Node","status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q,"reason":%q,"message":"m"}]}}`, status, reason)
+	}
+	cases := []struct {
+		name, members, node string
+		ok                  bool
+		err                 error
+		msg                 string
+	}{
+		{"ready", members("kube-srv-2-11223344", false), node("True", "KubeletReady"), true, nil, ""},
+		{"learner", members("kube-srv-2-11223344", true), node("True", "KubeletReady"), false, ErrNotMember, ""},
+		{"other name", members("kube-srv-20-11223344", false), node("True", "KubeletReady"), false, ErrNotMember, ""},
+		{"not ready", members("kube-srv-2-11223344", false), node("False", "KubeletNotReady"), false, ErrNodeNotReady, "KubeletNotReady: m"},
+		{"not registered", members("kube-srv-2-11223344", false), `{"kind":"Status","message":"nodes \"kube-srv-2\" not found"}`, false, ErrNodeNotReady, `nodes "kube-srv-2" not found`},
+		{"api down", members("kube-srv-2-11223344", false), "curl: (7) Failed to connect to 127.0.0.1 port 6443", false, ErrNodeNotReady, "did not answer: curl: (7)"},
+	}
+	for _, c := range cases {
+		ok, err := isMember(c.members, n)
+		if ok {
+			ok, err = nodeReady(c.node, n)
+		}
+		if ok != c.ok || (c.err != nil && !errors.Is(err, c.err)) || (c.err == nil && err != nil) || !strings.Contains(fmt.Sprint(err), c.msg) {
+			t.Errorf("%s: ok=%v err=%v, want ok=%v err=%v containing %q", c.name, ok, err, c.ok, c.err, c.msg)
+		}
+	}
+}

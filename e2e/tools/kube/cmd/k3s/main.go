@@ -19,14 +19,28 @@
 // Joining from an address that is still an etcd member fails with etcd's
 // own error until the member is removed.
 //
-// Not modelled (yet or at all): the agent and the kubelet, hence Nodes,
-// node labels and etcd annotations, node passwords and member removal on
-// Node deletion; flannel, CoreDNS, Traefik, ServiceLB, local-path,
-// metrics-server, Longhorn; sqlite/kine (a server without --cluster-init
-// uses etcd too); the supervisor shares no port with the API: it listens
-// on 9345 (as RKE2 does) rather than multiplexing 6443; several CAs (one CA
-// signs everything); certificate rotation; etcd snapshots; secrets
-// encryption.
+// Each server is also a node, as in K3s: containerd (Debian's, started
+// by the stand-in with K3s's socket /run/k3s/containerd/containerd.sock
+// and config under agent/etc), the air-gap images in agent/images/*.tar
+// imported into the k8s.io namespace, upstream kubelet and kube-proxy
+// (iptables mode), a bridge + host-local CNI config for the node's pod
+// CIDR and routes to the other nodes' pod CIDRs (what flannel's host-gw
+// would do). Nodes get K3s's role labels (control-plane, etcd, master)
+// and etcd annotations (etcd.k3s.cattle.io/node-name, node-address). The
+// node password (/etc/rancher/node/password, its hash in the Secret
+// kube-system/<node>.node-password.k3s) is checked: a host re-registering
+// a name with another password is refused, logged and retried, until the
+// old Node is deleted. Deleting a Node removes its etcd member and its
+// password Secret.
+//
+// Not modelled (yet or at all): `k3s agent`; flannel's VXLAN, CoreDNS,
+// Traefik, ServiceLB, local-path, metrics-server, Longhorn; sqlite/kine (a
+// server without --cluster-init uses etcd too); the supervisor shares no
+// port with the API: it listens on 9345 (as RKE2 does) rather than
+// multiplexing 6443; several CAs (one CA signs everything); certificate
+// rotation; etcd snapshots; secrets encryption; kubelet-arg and the other
+// pass-through flags; the overlayfs snapshotter on a node whose disk is
+// itself overlayfs (a container): there it uses "native".
 package main
 
 import (

@@ -20,6 +20,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // supervisorPort serves /cacerts and the bootstrap data (K3s multiplexes
@@ -122,6 +125,12 @@ func runServer(ctx context.Context, c *config) error {
 	}
 	logf("level=info msg=%q", "k3s is up and running")
 	sdNotify("READY=1")
+	cs, err := s.adminClient()
+	if err != nil {
+		return err
+	}
+	go watchNodeDeletions(cctx, cs, s.removeMember)
+	go s.runNode(cctx, cs, etcd.Server.Cfg.Name, procs)
 	select {
 	case <-ctx.Done():
 		return nil
@@ -395,7 +404,7 @@ func get(ctx context.Context, c *http.Client, u, user, pass string) ([]byte, err
 
 // startControlPlane runs the upstream components as children; the
 // returned channel receives the first one's exit.
-func (s *server) startControlPlane(ctx context.Context) (<-chan error, error) {
+func (s *server) startControlPlane(ctx context.Context) (chan error, error) {
 	t := s.pki.path
 	cred := filepath.Join(s.dir, "cred")
 	if err := os.MkdirAll(cred, 0o700); err != nil {
@@ -445,7 +454,7 @@ func (s *server) startControlPlane(ctx context.Context) (<-chan error, error) {
 			"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=true", "--profiling=false",
 		}},
 	}
-	exits := make(chan error, len(procs))
+	exits := make(chan error, len(procs)+4)
 	for i, p := range procs {
 		if i == 1 {
 			// The controllers need the API's RBAC bootstrap; K3s too
@@ -458,22 +467,90 @@ func (s *server) startControlPlane(ctx context.Context) (<-chan error, error) {
 		if err != nil {
 			return nil, err
 		}
-		lf, err := os.OpenFile(filepath.Join(logs, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
+		if i == 0 {
+			logf("level=info msg=%q", "Running kube-apiserver")
+		}
+		if err := spawn(ctx, logs, p.name, bin, p.args, nil, exits); err != nil {
 			return nil, err
 		}
-		cmd := exec.CommandContext(ctx, bin, p.args...)
-		cmd.Stdout, cmd.Stderr = lf, lf
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", p.name, err)
-		}
-		go func(name string) {
-			err := cmd.Wait()
-			_ = lf.Close()
-			exits <- fmt.Errorf("%s exited: %v (log: %s)", name, err, filepath.Join(logs, name+".log"))
-		}(p.name)
 	}
 	return exits, nil
+}
+
+// adminClient is a clientset with the admin credentials.
+func (s *server) adminClient() (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", "/etc/rancher/k3s/k3s.yaml")
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// removeMember removes the etcd member of that name, if it is one.
+func (s *server) removeMember(ctx context.Context, name string) error {
+	cli, err := etcdClient(s, []string{"https://127.0.0.1:2379"})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range list.Members {
+		if m.Name == name {
+			_, err := cli.MemberRemove(ctx, m.ID)
+			return err
+		}
+	}
+	return nil
+}
+
+// runNode is the server's agent: node password, containerd, kubelet,
+// kube-proxy, pod network and K3s's labels. A refused node password is
+// logged and retried, as K3s's agent does; the API keeps serving.
+func (s *server) runNode(ctx context.Context, cs kubernetes.Interface, member string, exits chan<- error) {
+	a, err := s.nodeAgent()
+	if err == nil {
+		err = a.start(ctx, cs, exits)
+	}
+	if err != nil && ctx.Err() == nil {
+		exits <- fmt.Errorf("agent: %w", err)
+		return
+	}
+	labelServer(ctx, cs, s.c, member)
+}
+
+// nodeAgent issues the server's kubelet and kube-proxy credentials.
+func (s *server) nodeAgent() (*nodeAgent, error) {
+	a := &nodeAgent{c: s.c, dir: filepath.Join(s.c.DataDir, "agent"), server: true, caFile: s.pki.path("server-ca.crt")}
+	t := s.pki.path
+	hosts := []string{"127.0.0.1", "localhost", s.c.NodeIP, s.c.NodeName}
+	leaves := []struct {
+		name, cn string
+		orgs     []string
+		hosts    []string
+		server   bool
+	}{
+		{"client-kubelet", "system:node:" + s.c.NodeName, []string{"system:nodes"}, nil, false},
+		{"serving-kubelet", s.c.NodeName, nil, hosts, true},
+		{"client-kube-proxy", "system:kube-proxy", nil, nil, false},
+	}
+	for _, l := range leaves {
+		if err := s.pki.leaf(l.name, l.cn, l.orgs, l.hosts, l.server, !l.server); err != nil {
+			return nil, err
+		}
+	}
+	a.servCert, a.servKey = t("serving-kubelet.crt"), t("serving-kubelet.key")
+	a.kubelet = filepath.Join(a.dir, "kubelet.kubeconfig")
+	a.proxy = filepath.Join(a.dir, "kubeproxy.kubeconfig")
+	if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := writeKubeconfig(a.kubelet, "https://127.0.0.1:6443", t("server-ca.crt"), t("client-kubelet.crt"), t("client-kubelet.key"), 0o600); err != nil {
+		return nil, err
+	}
+	return a, writeKubeconfig(a.proxy, "https://127.0.0.1:6443", t("server-ca.crt"), t("client-kube-proxy.crt"), t("client-kube-proxy.key"), 0o600)
 }
 
 // findBinary looks in <data-dir>/data/current/bin, where K3s unpacks its
