@@ -49,8 +49,8 @@ const (
 	apiCA         = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
 	apiClientCert = "/var/lib/rancher/k3s/server/tls/client-admin.crt"
 	apiClientKey  = "/var/lib/rancher/k3s/server/tls/client-admin.key"
-	serverCA       = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
-	dbDir          = "/var/lib/rancher/k3s/server/db"
+	serverCA      = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+	dbDir         = "/var/lib/rancher/k3s/server/db"
 )
 
 // observeScript prints one server's K3s state, read-only.
@@ -192,7 +192,7 @@ func (b *Backend) WaitMember(ctx context.Context, n profiles.Node) error {
 var ErrNotMember = errors.New("not a started etcd member")
 
 // ErrNodeNotReady says a server's Node is missing or not Ready.
-var ErrNodeNotReady = errors.New("Node not Ready")
+var ErrNodeNotReady = errors.New("node not Ready")
 
 // memberScript asks, in one command, etcd's gRPC gateway for the member
 // list and the local API server for the node's Node object.
