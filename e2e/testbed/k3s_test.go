@@ -53,6 +53,87 @@ func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (
 	}
 }
 
+// k3sAgent runs `k3s agent` as a transient unit and waits until it
+// registered its node or failed.
+func k3sAgent(t *testing.T, ctx context.Context, b *Bed, node, config string) (string, bool) {
+	t.Helper()
+	if _, err := b.Exec(ctx, node, "sh", "-c", "mkdir -p /etc/rancher/k3s && cat > /etc/rancher/k3s/config.yaml <<'EOF'\n"+config+"EOF"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Exec(ctx, node, "systemd-run", "--unit=k3s-agent", "--property=Restart=no", "/usr/local/bin/k3s", "agent"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		state, _ := b.Exec(ctx, node, "systemctl", "is-active", "k3s-agent")
+		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s-agent", "-o", "cat", "--no-pager")
+		if strings.Contains(log, "Successfully registered node") {
+			return log, true
+		}
+		if state == "failed" || state == "inactive" || time.Now().After(deadline) {
+			return log, false
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// podTraffic runs n echo pods spread over the nodes behind a ClusterIP
+// Service, then from node `from` asks every pod by its IP (routed to the
+// other nodes' pod CIDRs) and the Service (kube-proxy's rules) until at
+// least two different pods answered.
+func podTraffic(t *testing.T, ctx context.Context, b *Bed, from string, n int) {
+	t.Helper()
+	manifest := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: default}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: echo}}}
+      containers:
+      - {name: echo, image: %s, imagePullPolicy: Never, command: ["/pause", "serve", ":8080"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080}]
+`, n, PauseImage)
+	if out, err := b.Docker.Input(ctx, strings.NewReader(manifest), "exec", "-i", b.opts.Name+"-"+from, "kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v %s", err, out)
+	}
+	if out, err := kubectl(ctx, b, from, "rollout", "status", "deployment/echo", "--timeout=180s"); err != nil {
+		pods, _ := kubectl(ctx, b, from, "get", "pods", "-o", "wide")
+		t.Fatalf("echo did not roll out: %v %s\n%s", err, out, pods)
+	}
+	pods, _ := kubectl(ctx, b, from, "get", "pods", "-l", "app=echo", "-o", `go-template={{range .items}}{{.metadata.name}} {{.status.podIP}} {{.spec.nodeName}}{{"\n"}}{{end}}`)
+	for _, line := range strings.Split(pods, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		out, err := b.Exec(ctx, from, "curl", "-sS", "--max-time", "5", "http://"+f[1]+":8080/")
+		if err != nil || out != f[0] {
+			t.Errorf("pod %s on %s at %s from %s: %q %v", f[0], f[2], f[1], from, out, err)
+		}
+	}
+	ip, _ := kubectl(ctx, b, from, "get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+	seen := map[string]bool{}
+	for i := 0; i < 30 && len(seen) < 2; i++ {
+		if out, err := b.Exec(ctx, from, "curl", "-sS", "--max-time", "5", "http://"+ip+"/"); err == nil {
+			seen[out] = true
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("Service %s from %s reached %d pods, want at least 2: %v", ip, from, len(seen), seen)
+	}
+	t.Logf("%d echo pods answered by pod IP from %s; Service %s balanced over %d of them", n, from, ip, len(seen))
+}
+
 // etcdMembers lists the etcd members as seen from a node (gRPC gateway).
 func etcdMembers(t *testing.T, ctx context.Context, b *Bed, node string) []string {
 	t.Helper()
@@ -257,6 +338,25 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 		}
 	}
 	podsRun(t, ctx, b, "s2", 3)
+
+	// An agent joins with the server's token and runs a kubelet; pods on
+	// every node answer across nodes, by pod IP and through a Service.
+	if _, err := b.StartNode(ctx, "a1", "172.30.11.21"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InstallKube(ctx, "a1", bin); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if log, ok := k3sAgent(t, ctx, b, "a1", server+"node-ip: 172.30.11.21\ntoken: "+tok+"\n"); !ok {
+		t.Fatalf("agent did not start:\n%s", log)
+	}
+	waitNodesReady(t, ctx, b, "s2", "a1")
+	t.Logf("agent a1 Ready in %s", time.Since(start).Round(time.Millisecond))
+	if roles, _ := kubectl(ctx, b, "s2", "get", "node", "a1", "-o", "jsonpath={.metadata.labels}"); strings.Contains(roles, "node-role.kubernetes.io") {
+		t.Errorf("agent has server roles: %s", roles)
+	}
+	podTraffic(t, ctx, b, "s1", 4)
 
 	// Lose the first server: the other two keep quorum (2 of 3) and serve
 	// reads and writes.

@@ -33,7 +33,14 @@
 // old Node is deleted. Deleting a Node removes its etcd member and its
 // password Secret.
 //
-// Not modelled (yet or at all): `k3s agent`; flannel's VXLAN, CoreDNS,
+// `k3s agent --server https://X:6443 --token T` fetches the CA (checked
+// against the token's hash), then its kubelet and kube-proxy certificates
+// from the server's supervisor, which checks the token and the node
+// password first (a mismatch is logged and retried, as K3s does), and
+// runs the same node half. It talks to the given server directly.
+//
+// Not modelled (yet or at all): the agent's client-side load balancer;
+// agent tokens distinct from the server token; flannel's VXLAN, CoreDNS,
 // Traefik, ServiceLB, local-path, metrics-server, Longhorn; sqlite/kine (a
 // server without --cluster-init uses etcd too); the supervisor shares no
 // port with the API: it listens on 9345 (as RKE2 does) rather than
@@ -69,7 +76,10 @@ func main() {
 			err = runServer(ctx, c)
 		}
 	case "agent":
-		err = fmt.Errorf("the stand-in does not run agents yet")
+		var c *config
+		if c, err = loadConfig(os.Args[2:]); err == nil {
+			err = runAgent(ctx, c)
+		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

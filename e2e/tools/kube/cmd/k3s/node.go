@@ -291,6 +291,9 @@ func (a *nodeAgent) network(ctx context.Context, cs kubernetes.Interface) {
 					continue
 				}
 				if n.Name == a.c.NodeName {
+					if written == "" {
+						logf("level=info msg=%q", "Successfully registered node "+n.Name)
+					}
 					if written != n.Spec.PodCIDR {
 						if err := a.writeCNI(n.Spec.PodCIDR); err != nil {
 							logf("level=error msg=%q", "CNI config: "+err.Error())
@@ -500,7 +503,7 @@ func (a *nodeAgent) start(ctx context.Context, cs kubernetes.Interface, exits ch
 	if err != nil {
 		return err
 	}
-	for {
+	for a.server {
 		err := verifyNodePassword(ctx, cs, a.c.NodeName, pw)
 		if err == nil {
 			break

@@ -292,6 +292,7 @@ func (s *server) serveSupervisor() (*http.Server, error) {
 			Critical: string(crit), EtcdEndpoints: []string{"https://" + s.c.NodeIP + ":2379"},
 		})
 	})
+	mux.HandleFunc("/v1-k3s/agent-config", s.serveAgentConfig)
 	cert, err := tls.LoadX509KeyPair(s.pki.path("serving.crt"), s.pki.path("serving.key"))
 	if err != nil {
 		return nil, err
@@ -380,12 +381,19 @@ func writePEMRaw(path string, b []byte, mode os.FileMode) error {
 }
 
 func get(ctx context.Context, c *http.Client, u, user, pass string) ([]byte, error) {
+	return getWith(ctx, c, u, user, pass, nil)
+}
+
+func getWith(ctx context.Context, c *http.Client, u, user, pass string, headers map[string]string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	if user != "" {
 		req.SetBasicAuth(user, pass)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
