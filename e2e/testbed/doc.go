@@ -6,6 +6,14 @@
 // generated login key for root, a passwordless sudo user and a user whose
 // sudo asks for a password.
 //
+// BuildKube builds upstream Kubernetes and the K3s stand-in
+// (e2e/tools/kube); InstallKube/InstallBundle put them on a node the way
+// K3s unpacks its bundle, with a locally built pause image as an air-gap
+// image. K3dImages builds what k3d v5.8.3 asks Docker for —
+// docker.io/rancher/k3s (the node image with the stand-in as /bin/k3s),
+// ghcr.io/k3d-io/k3d-proxy and ghcr.io/k3d-io/k3d-tools — under those
+// names, so the real k3d library creates clusters without a pull.
+//
 // It is test code: nothing under e2e/ is part of the labctl binary.
 //
 // What a node does not model compared with a Proxmox VM: its own kernel

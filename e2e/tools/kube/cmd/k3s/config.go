@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -86,7 +87,11 @@ func loadConfig(args []string) (*config, error) {
 		c.NodeName, _ = os.Hostname()
 	}
 	if c.NodeIP == "" {
-		return nil, fmt.Errorf("the stand-in needs node-ip")
+		ip, err := defaultIP()
+		if err != nil {
+			return nil, err
+		}
+		c.NodeIP = ip
 	}
 	if c.AdvertiseAddress == "" {
 		c.AdvertiseAddress = c.NodeIP
@@ -156,3 +161,25 @@ func (c *config) critical() string {
 }
 
 func nowString() string { return time.Now().UTC().Format(time.RFC3339) }
+
+// defaultIP is the node's address when node-ip is not given: the first
+// IPv4 address of an interface that is up and not a loopback or a bridge
+// the node made itself (K3s takes the default route's interface).
+func defaultIP() (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 || strings.HasPrefix(i.Name, "cni") || strings.HasPrefix(i.Name, "veth") || strings.HasPrefix(i.Name, "docker") {
+			continue
+		}
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				return n.IP.String(), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no node-ip given and no IPv4 address found")
+}

@@ -17,10 +17,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -127,6 +131,9 @@ func runServer(ctx context.Context, c *config) error {
 	sdNotify("READY=1")
 	cs, err := s.adminClient()
 	if err != nil {
+		return err
+	}
+	if err := s.writeDNSManifest(ctx, cs); err != nil {
 		return err
 	}
 	go watchNodeDeletions(cctx, cs, s.removeMember)
@@ -601,5 +608,48 @@ func (s *server) writeKubeconfig() error {
 	if err != nil {
 		return fmt.Errorf("write-kubeconfig-mode %q: %w", s.c.WriteKubeconfigMode, err)
 	}
-	return writeKubeconfig("/etc/rancher/k3s/k3s.yaml", "https://127.0.0.1:6443", s.pki.path("server-ca.crt"), s.pki.path("client-admin.crt"), s.pki.path("client-admin.key"), os.FileMode(mode))
+	if err := writeKubeconfig("/etc/rancher/k3s/k3s.yaml", "https://127.0.0.1:6443", s.pki.path("server-ca.crt"), s.pki.path("client-admin.crt"), s.pki.path("client-admin.key"), os.FileMode(mode)); err != nil {
+		return err
+	}
+	// K3S_KUBECONFIG_OUTPUT (set by k3d) names a second copy.
+	if out := os.Getenv("K3S_KUBECONFIG_OUTPUT"); out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return writeKubeconfig(out, "https://127.0.0.1:6443", s.pki.path("server-ca.crt"), s.pki.path("client-admin.crt"), s.pki.path("client-admin.key"), os.FileMode(mode))
+	}
+	return nil
+}
+
+// writeDNSManifest writes server/manifests/coredns.yaml as K3s does (k3d
+// rewrites its ConfigMap's NodeHosts) and creates that ConfigMap. CoreDNS
+// itself is not run: the manifest holds the ConfigMap only.
+func (s *server) writeDNSManifest(ctx context.Context, cs kubernetes.Interface) error {
+	if slices.Contains(s.c.Disable, "coredns") {
+		return nil
+	}
+	dir := filepath.Join(s.dir, "manifests")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "coredns.yaml")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		m := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: coredns\n  namespace: kube-system\ndata:\n  NodeHosts: \"\"\n"
+		if err := os.WriteFile(path, []byte(m), 0o600); err != nil {
+			return err
+		}
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"}, Data: map[string]string{"NodeHosts": ""}}
+	for i := 0; ; i++ {
+		_, err := cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			break
+		}
+		if i == 30 {
+			return fmt.Errorf("cluster dns configmap: %w", err)
+		}
+		time.Sleep(time.Second)
+	}
+	logf("level=info msg=%q", "Cluster dns configmap has been set successfully")
+	return nil
 }
