@@ -94,9 +94,23 @@ func (b *Bed) imageHash(ctx context.Context, tag string) string {
 	return strings.TrimSpace(out)
 }
 
+// writeTarDirs streams world-writable (sticky) directories, then files.
+func writeTarDirs(w io.Writer, files []tarFile, dirs []string) error {
+	tw := tar.NewWriter(w)
+	for _, d := range dirs {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o1777, ModTime: time.Unix(0, 0)}); err != nil {
+			return err
+		}
+	}
+	return writeFiles(tw, files, nil)
+}
+
 // writeTar streams files and symlinks as a tar archive.
 func writeTar(w io.Writer, files []tarFile, links map[string]string) error {
-	tw := tar.NewWriter(w)
+	return writeFiles(tar.NewWriter(w), files, links)
+}
+
+func writeFiles(tw *tar.Writer, files []tarFile, links map[string]string) error {
 	for _, f := range files {
 		st, err := os.Stat(f.src)
 		if err != nil {

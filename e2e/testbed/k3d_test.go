@@ -4,6 +4,7 @@ package testbed
 
 import (
 	"context"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -22,11 +23,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// TestK3dCreatesOneServerThreeAgentsOnTheStandInImage drives the real k3d
-// library (v5.8.3) against the bed's Docker with the locally built node,
-// load-balancer and tools images: 1 server + 3 agents, all Ready, the API
-// reached from the host through k3d's load balancer.
-func TestK3dCreatesOneServerThreeAgentsOnTheStandInImage(t *testing.T) {
+// TestK3dOneServerThreeAgentsThenFluxReconcilesAGitRepository drives the
+// real k3d library (v5.8.3) against the bed's Docker with the locally
+// built node, load-balancer and tools images: 1 server + 3 agents, all
+// Ready, the API reached from the host through k3d's load balancer. Then
+// Flux's locally built controllers, installed from the offline manifests,
+// reconcile a GitRepository and a Kustomization served from the host.
+func TestK3dOneServerThreeAgentsThenFluxReconcilesAGitRepository(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	b, err := New(ctx, Options{Name: "labctl-tb-k3d", Subnet: "172.30.12.0/24", Log: logf(t)})
@@ -41,6 +44,22 @@ func TestK3dCreatesOneServerThreeAgentsOnTheStandInImage(t *testing.T) {
 	if err := b.K3dImages(ctx, bin, logf(t)); err != nil {
 		t.Fatal(err)
 	}
+	fb, err := BuildFlux(ctx, b.opts.Cache, logf(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fluxTars, err := b.FluxImages(ctx, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The nodes' air-gap images directory: the sandbox image and Flux's
+	// controllers, imported by the stand-in at start.
+	images := t.TempDir()
+	for _, f := range append(fluxTars, filepath.Join(bin, "images", "pause.tar")) {
+		if err := copyFile(f, filepath.Join(images, filepath.Base(f))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Setenv("DOCKER_HOST", b.Docker.Host)
 	k3dversion.Version = K3dVersion
 
@@ -49,6 +68,7 @@ func TestK3dCreatesOneServerThreeAgentsOnTheStandInImage(t *testing.T) {
 		Servers:    1, Agents: 3,
 		Image:     K3sImage,
 		ExposeAPI: conf.SimpleExposureOpts{Host: "127.0.0.1", HostIP: "127.0.0.1", HostPort: "16443"},
+		Volumes: []conf.VolumeWithNodeFilters{{Volume: images + ":/var/lib/rancher/k3s/agent/images", NodeFilters: []string{"server:*", "agent:*"}}},
 		Ports: []conf.PortWithNodeFilters{
 			{Port: "127.0.0.1:18080:80", NodeFilters: []string{"loadbalancer"}},
 			{Port: "127.0.0.1:18443:443", NodeFilters: []string{"loadbalancer"}},
@@ -136,4 +156,107 @@ func TestK3dCreatesOneServerThreeAgentsOnTheStandInImage(t *testing.T) {
 		t.Errorf("Ready nodes %v, want %s", ready, want)
 	}
 	t.Logf("k3d: 4 nodes Ready %s after start, API reached from the host through the load balancer", time.Since(start).Round(time.Millisecond))
+
+	fluxReconciles(t, ctx, b, fb, "k3d-labctl-tb-server-0", "k3d-"+simple.Name)
+}
+
+// fluxReconciles installs Flux's controllers from the offline manifests,
+// serves a fixture repository from the host, and checks that a
+// GitRepository and a Kustomization become Ready, apply the repository's
+// content, and apply a later commit.
+func fluxReconciles(t *testing.T, ctx context.Context, b *Bed, fb *FluxBuild, server, network string) {
+	t.Helper()
+	kubectl := func(args ...string) (string, error) {
+		return b.Docker.Output(ctx, append([]string{"exec", server, "kubectl", "--request-timeout=30s"}, args...)...)
+	}
+	start := time.Now()
+	if _, err := b.Docker.Output(ctx, "cp", fb.Manifests, server+":/tmp/flux-manifests"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl("apply", "--server-side", "-k", "/tmp/flux-manifests/install"); err != nil {
+		t.Fatalf("install flux: %v\n%s", err, out)
+	}
+	for _, c := range FluxComponents {
+		if out, err := kubectl("-n", "flux-system", "rollout", "status", "deployment/"+c, "--timeout=180s"); err != nil {
+			pods, _ := kubectl("-n", "flux-system", "get", "pods", "-o", "wide")
+			events, _ := kubectl("-n", "flux-system", "get", "events")
+			t.Fatalf("%s: %v %s\n%s\n%s", c, err, out, pods, events)
+		}
+	}
+	t.Logf("flux: %s %s running %s after apply", strings.Join(FluxComponents, " and "), FluxControllersVersion, time.Since(start).Round(time.Millisecond))
+
+	gw, err := b.Docker.Output(ctx, "network", "inspect", network, "--format", "{{(index .IPAM.Config 0).Gateway}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	git, err := StartGitServer(t.TempDir(), "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer git.Close()
+	_, port, _ := strings.Cut(git.Addr, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(git.Addr, ":")
+	}
+	repo, err := git.NewRepo(ctx, "fixture", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := func(v string) map[string]string {
+		return map[string]string{"deploy/configmap.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flux-check, namespace: default}\ndata: {revision: \"" + v + "\"}\n"}
+	}
+	if _, err := repo.Commit(ctx, "first", cm("1")); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + strings.TrimSpace(gw) + ":" + port + "/fixture.git"
+	sync := `apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fixture, namespace: flux-system}
+spec:
+  interval: 5s
+  url: ` + url + `
+  ref: {branch: main}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: fixture, namespace: flux-system}
+spec:
+  interval: 5s
+  path: ./deploy
+  prune: true
+  sourceRef: {kind: GitRepository, name: fixture}
+`
+	start = time.Now()
+	if out, err := b.Docker.Input(ctx, strings.NewReader(sync), "exec", "-i", server, "kubectl", "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply sync: %v %s", err, out)
+	}
+	for _, o := range []string{"gitrepository/fixture", "kustomization/fixture"} {
+		if out, err := kubectl("-n", "flux-system", "wait", "--for=condition=Ready", o, "--timeout=180s"); err != nil {
+			status, _ := kubectl("-n", "flux-system", "get", o, "-o", "jsonpath={.status.conditions}")
+			logs, _ := kubectl("-n", "flux-system", "logs", "deployment/source-controller", "--tail=10")
+			t.Fatalf("%s not Ready: %v %s\n%s\n%s", o, err, out, status, logs)
+		}
+	}
+	waitRevision := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			got, _ := kubectl("get", "configmap", "flux-check", "-o", "jsonpath={.data.revision}")
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				st, _ := kubectl("-n", "flux-system", "get", "kustomization/fixture", "-o", "jsonpath={.status.conditions}")
+				t.Fatalf("configmap revision %q, want %q after 2m; kustomization: %s", got, want, st)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	waitRevision("1")
+	t.Logf("flux: GitRepository and Kustomization Ready, repository applied %s after creating them", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	if _, err := repo.Commit(ctx, "second", cm("2")); err != nil {
+		t.Fatal(err)
+	}
+	waitRevision("2")
+	t.Logf("flux: a pushed commit applied in %s", time.Since(start).Round(time.Millisecond))
 }

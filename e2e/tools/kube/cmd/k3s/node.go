@@ -208,7 +208,8 @@ func cgroupRoot() string {
 
 // startKubelet writes the kubelet's configuration and starts it.
 func (a *nodeAgent) startKubelet(ctx context.Context, exits chan<- error) error {
-	dns := nthServiceIP(a.c.ServiceCIDR, 10)
+	// Pods ask the node's own cluster DNS (see clusterDNS).
+	dns := a.c.NodeIP
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -440,19 +441,6 @@ func jsonMap(m map[string]string) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
-// nthServiceIP is the n-th address of the service CIDR (10: cluster DNS).
-func nthServiceIP(cidr string, n int) string {
-	ip := firstServiceIP(cidr)
-	if ip == "" {
-		return ""
-	}
-	parts := strings.Split(ip, ".")
-	if len(parts) != 4 {
-		return ""
-	}
-	parts[3] = fmt.Sprint(n)
-	return strings.Join(parts, ".")
-}
 
 // watchNodeDeletions is K3s's cleanup when a Node is deleted: a server's
 // etcd member (named by its etcd annotation) is removed from the cluster
@@ -514,6 +502,9 @@ func (a *nodeAgent) start(ctx context.Context, cs kubernetes.Interface, exits ch
 			return ctx.Err()
 		case <-time.After(5 * time.Second):
 		}
+	}
+	if err := serveDNS(ctx, cs, a.c.NodeIP); err != nil {
+		return err
 	}
 	if err := a.startContainerd(ctx, exits); err != nil {
 		return err
