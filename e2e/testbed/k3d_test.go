@@ -68,7 +68,7 @@ func TestK3dOneServerThreeAgentsThenFluxReconcilesAGitRepository(t *testing.T) {
 		Servers:    1, Agents: 3,
 		Image:     K3sImage,
 		ExposeAPI: conf.SimpleExposureOpts{Host: "127.0.0.1", HostIP: "127.0.0.1", HostPort: "16443"},
-		Volumes: []conf.VolumeWithNodeFilters{{Volume: images + ":/var/lib/rancher/k3s/agent/images", NodeFilters: []string{"server:*", "agent:*"}}},
+		Volumes:   []conf.VolumeWithNodeFilters{{Volume: images + ":/var/lib/rancher/k3s/agent/images", NodeFilters: []string{"server:*", "agent:*"}}},
 		Ports: []conf.PortWithNodeFilters{
 			{Port: "127.0.0.1:18080:80", NodeFilters: []string{"loadbalancer"}},
 			{Port: "127.0.0.1:18443:443", NodeFilters: []string{"loadbalancer"}},

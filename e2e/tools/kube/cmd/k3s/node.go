@@ -441,7 +441,6 @@ func jsonMap(m map[string]string) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
-
 // watchNodeDeletions is K3s's cleanup when a Node is deleted: a server's
 // etcd member (named by its etcd annotation) is removed from the cluster
 // and the node's password Secret is deleted, so that a rebuilt host of the
