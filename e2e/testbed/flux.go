@@ -92,8 +92,11 @@ func moduleDir(ctx context.Context, src, modVersion string) (string, error) {
 		return "", fmt.Errorf("go mod download %s: %w", modVersion, err)
 	}
 	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s %v", modVersion, m.Error, err)
+	if err := json.Unmarshal(out, &m); err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", modVersion, err)
+	}
+	if m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", modVersion, m.Error)
 	}
 	return m.Dir, nil
 }

@@ -193,7 +193,7 @@ func fluxReconciles(t *testing.T, ctx context.Context, b *Bed, fb *FluxBuild, se
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer git.Close()
+	defer func() { _ = git.Close() }()
 	_, port, _ := strings.Cut(git.Addr, "]:")
 	if port == "" {
 		_, port, _ = strings.Cut(git.Addr, ":")
