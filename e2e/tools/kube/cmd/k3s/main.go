@@ -31,7 +31,13 @@
 // kube-system/<node>.node-password.k3s) is checked: a host re-registering
 // a name with another password is refused, logged and retried, until the
 // old Node is deleted. Deleting a Node removes its etcd member and its
-// password Secret.
+// password Secret. In place of CoreDNS each node answers cluster DNS
+// itself (Service A records; other names forwarded to the node's
+// resolver) and its kubelet gives pods the node's IP as nameserver;
+// server/manifests/coredns.yaml holds the coredns ConfigMap only (k3d
+// rewrites its NodeHosts), and "Cluster dns configmap" is logged as K3s
+// does. Without node-ip the node's first IPv4 address is used; with
+// K3S_KUBECONFIG_OUTPUT (k3d) the kubeconfig is written there too.
 //
 // `k3s agent --server https://X:6443 --token T` fetches the CA (checked
 // against the token's hash), then its kubelet and kube-proxy certificates
@@ -40,8 +46,9 @@
 // runs the same node half. It talks to the given server directly.
 //
 // Not modelled (yet or at all): the agent's client-side load balancer;
-// agent tokens distinct from the server token; flannel's VXLAN, CoreDNS,
-// Traefik, ServiceLB, local-path, metrics-server, Longhorn; sqlite/kine (a
+// agent tokens distinct from the server token; flannel's VXLAN; CoreDNS
+// itself (see above); Traefik, ServiceLB, local-path, metrics-server,
+// Longhorn; the deploy controller for server/manifests; sqlite/kine (a
 // server without --cluster-init uses etcd too); the supervisor shares no
 // port with the API: it listens on 9345 (as RKE2 does) rather than
 // multiplexing 6443; several CAs (one CA signs everything); certificate
