@@ -8,7 +8,7 @@ LDFLAGS       := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Packages whose tests compare with golden files under testdata/.
-GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/... ./provision/prereq/... ./provision/k3s/... ./provision/kubeconfig/...
+GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/... ./provision/prereq/... ./provision/k3s/... ./provision/kubeconfig/... ./provision/k3d/...
 
 .PHONY: all build test vet lint fmt fuzz bench golden testbed e2e ci clean
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3d"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/kubeconfig"
 	"github.com/labctl/labctl/provision/nodes"
@@ -32,9 +34,12 @@ type CreateOptions struct {
 // prerequisites, K3s (initialise or join, one server at a time), the
 // kubeconfig. Re-running it converges: finished steps are skipped.
 func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
-	l, err := e.loadNodes(a, "create")
+	l, err := e.Load(a)
 	if err != nil {
 		return err
+	}
+	if l.Spec.K3d != nil {
+		return createK3d(ctx, e, l, o)
 	}
 	s := &l.Spec
 	if s.Proxmox != nil {
@@ -70,11 +75,7 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	var sink plan.Sink = plan.NewProgress(e.Stdout)
-	if e.Output == OutputJSON {
-		sink = plan.NewJSONLines(e.Stdout)
-	}
-	rep, err := plan.Run(ctx, p, plan.Options{Sink: sink, Parallel: o.Parallel, Now: e.Now})
+	rep, err := plan.Run(ctx, p, plan.Options{Sink: e.sink(), Parallel: o.Parallel, Now: e.Now})
 	if err != nil {
 		return err
 	}
@@ -90,6 +91,38 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 			fmt.Fprintf(e.Stdout, " %s %d/%d", k, conns[k], cmds[k])
 		}
 		fmt.Fprintln(e.Stdout)
+	}
+	return nil
+}
+
+func (e Env) sink() plan.Sink {
+	if e.Output == OutputJSON {
+		return plan.NewJSONLines(e.Stdout)
+	}
+	return plan.NewProgress(e.Stdout)
+}
+
+// createK3d runs the k3d flow: the cluster (left alone when it exists with
+// the profile's shape, refused when its shape differs), then the
+// kubeconfig.
+func createK3d(ctx context.Context, e Env, l *profiles.Loaded, o CreateOptions) error {
+	if !o.NoFlux {
+		return fmt.Errorf("this build cannot bootstrap Flux yet: add --no-flux to create the cluster alone")
+	}
+	if o.Kubeconfig == "" {
+		o.Kubeconfig = kubeconfig.DefaultPath()
+	}
+	kb := &k3d.Backend{Spec: &l.Spec, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
+	p, err := flow.Cluster(&l.Profile, flow.Backends{K3d: kb, NoFlux: true}, flow.Options{Kubeconfig: o.Kubeconfig})
+	if err != nil {
+		return err
+	}
+	rep, err := plan.Run(ctx, p, plan.Options{Sink: e.sink(), Parallel: o.Parallel, Now: e.Now})
+	if err != nil {
+		return err
+	}
+	if e.Output != OutputJSON {
+		fmt.Fprintf(e.Stdout, "wall %s, critical path %s\n", rep.Wall().Round(time.Millisecond), rep.CriticalPath().Round(time.Millisecond))
 	}
 	return nil
 }

@@ -56,9 +56,13 @@ type K3s interface {
 
 // K3d creates a k3d cluster (provision/k3d).
 type K3d interface {
+	// Observe reports whether the cluster exists; one of another shape is
+	// an error (labctl does not reshape clusters).
+	Observe(ctx context.Context) (bool, error)
 	CreateCluster(ctx context.Context) error
 	WaitNodes(ctx context.Context) error
 	WriteKubeconfig(ctx context.Context) error
+	KubeconfigCurrent(ctx context.Context) (bool, error)
 }
 
 // Flux bootstraps GitOps (bootstrap/).
@@ -358,7 +362,7 @@ func (f *builder) installK3s(ctx context.Context, x *plan.Exec, n profiles.Node,
 func (f *builder) k3d() {
 	s := &f.p.Spec
 	k := s.K3d
-	f.plan.Add(plan.Step{
+	step := plan.Step{
 		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k.DockerHost),
 		Run: func(ctx context.Context, x *plan.Exec) error {
 			if err := x.Wet(k3dChange(s), func(ctx context.Context) error { return f.b.K3d.CreateCluster(ctx) }); err != nil {
@@ -366,8 +370,14 @@ func (f *builder) k3d() {
 			}
 			return x.Wait(fmt.Sprintf("%d nodes Ready", k.Servers+k.Agents), func(ctx context.Context) error { return f.b.K3d.WaitNodes(ctx) })
 		},
-	})
-	f.kubeconfig([]string{"k3d-cluster"}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), func(ctx context.Context) error { return f.b.K3d.WriteKubeconfig(ctx) }, nil)
+	}
+	var current func(context.Context, func(string)) (bool, error)
+	if f.b.K3d != nil {
+		step.Check = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3d.Observe(ctx) }
+		current = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3d.KubeconfigCurrent(ctx) }
+	}
+	f.plan.Add(step)
+	f.kubeconfig([]string{"k3d-cluster"}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), func(ctx context.Context) error { return f.b.K3d.WriteKubeconfig(ctx) }, current)
 }
 
 // kubeconfig adds the step merging the cluster's context; current, when

@@ -74,6 +74,7 @@ func (r *recorder) WaitMember(context.Context, profiles.Node) error { return r.w
 func (r *recorder) WriteKubeconfig(context.Context) error           { return r.log("WriteKubeconfig") }
 func (r *recorder) KubeconfigCurrent(context.Context) (bool, error) { return false, nil }
 func (r *recorder) CreateCluster(context.Context) error             { return r.log("CreateCluster") }
+func (r *recorder) Observe(context.Context) (bool, error)           { return false, nil }
 func (r *recorder) WaitNodes(context.Context) error                 { return r.wait() }
 func (r *recorder) SeedSecret(_ context.Context, ns, name string, _ profiles.SecretRef) error {
 	return r.log("SeedSecret %s/%s", ns, name)

@@ -107,7 +107,8 @@ func TestExitCodes(t *testing.T) {
 		{"bad completion shell", []string{"completion", "tcsh"}, 2, "want bash, zsh or fish"},
 		{"invalid profile file", []string{"plan", "-f", "testdata/inline-secret.yaml"}, 1, "inline secret values are not allowed"},
 		{"create needs Proxmox", []string{"create", "production", "--no-flux"}, 1, "creates Proxmox VMs, which this build cannot do yet"},
-		{"create of a k3d profile", []string{"create", "staging"}, 1, "labctl create works on SSH nodes; profile staging is a k3d cluster"},
+		{"preflight of a k3d profile", []string{"preflight", "staging"}, 1, "labctl preflight works on SSH nodes; profile staging is a k3d cluster"},
+		{"create k3d without --no-flux", []string{"create", "local"}, 1, "cannot bootstrap Flux yet: add --no-flux"},
 		{"create without --no-flux", []string{"create", "-f", "testdata/given-hosts.yaml"}, 1, "cannot bootstrap Flux yet: add --no-flux"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,133 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/labctl/labctl/commands"
+	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3d"
+)
+
+// TestCreateLocalK3dThenNoOpThenRefusesAnotherShape runs `labctl create`
+// on a profile extending the embedded `local` (staging's shape: k3d 1
+// server + 3 agents, 80/443 on the load balancer) against the bed's
+// Docker, named as a Docker host: the cluster and kubeconfig are created,
+// a second run changes nothing, a profile asking another shape of the
+// same cluster is refused with both shapes, and a raw k3d create of the
+// same config in the same run gives the time ratio.
+func TestCreateLocalK3dThenNoOpThenRefusesAnotherShape(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	logf := func(f string, a ...any) { t.Logf(f, a...) }
+	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.K3dImages(ctx, bin, logf); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	profile := func(name, cluster string, agents int) string {
+		f := filepath.Join(dir, name+".yaml")
+		body := `apiVersion: labctl.dev/v1alpha1
+kind: Profile
+metadata: {name: ` + name + `}
+extends: local
+spec:
+  k3d:
+    clusterName: ` + cluster + `
+    dockerHost: ` + bed.Docker.Host + `
+    image: ` + testbed.K3sImage + `
+    apiHost: 127.0.0.1
+    apiPort: 16445
+    agents: ` + string(rune('0'+agents)) + `
+    ports:
+      - {hostPort: 18082, containerPort: 80, nodeFilter: loadbalancer}
+      - {hostPort: 18445, containerPort: 443, nodeFilter: loadbalancer}
+`
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	file := profile("local-e2e", "labctl-e2e", 3)
+	l, err := profiles.Loader{}.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(dir, "kubeconfig")
+	backend := &k3d.Backend{Spec: &l.Spec, Profile: l.Metadata.Name, Kubeconfig: kc}
+	_ = backend.Delete(ctx)
+	defer func() {
+		if err := backend.Delete(context.WithoutCancel(ctx)); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+		_, _ = bed.Docker.Output(context.WithoutCancel(ctx), "volume", "prune", "-f")
+	}()
+
+	create := func(name, file string) (string, time.Duration, error) {
+		var out bytes.Buffer
+		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now}
+		start := time.Now()
+		err := commands.Create(ctx, e, commands.ProfileArg{File: file}, commands.CreateOptions{NoFlux: true, Kubeconfig: kc})
+		d := time.Since(start)
+		t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
+		return out.String(), d, err
+	}
+	_, first, err := create("first run", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Clusters["local-e2e"]; c == nil || c.Server != "https://127.0.0.1:16445" {
+		t.Fatalf("kubeconfig cluster local-e2e: %+v", c)
+	}
+	out, second, err := create("second run", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, ", 0 changes") {
+		t.Errorf("second run made changes:\n%s", out)
+	}
+	t.Logf("k3d create: first %s, second (no-op) %s", first.Round(time.Millisecond), second.Round(time.Millisecond))
+
+	// Same cluster name, another shape: refused, nothing touched.
+	other := profile("local-e2e-2", "labctl-e2e", 2)
+	if _, _, err := create("other shape", other); !errors.Is(err, k3d.ErrShape) || !strings.Contains(err.Error(), "it has 1 server(s) + 3 agent(s)") || !strings.Contains(err.Error(), "wants 1 server(s) + 2 agent(s)") {
+		t.Fatalf("another shape: %v", err)
+	}
+
+	// A raw k3d create of the same configuration, for the ratio.
+	raw := profile("raw", "labctl-raw", 3)
+	rl, err := profiles.Loader{}.LoadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl.Spec.K3d.APIPort, rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 16446, 18083, 18446
+	rb := &k3d.Backend{Spec: &rl.Spec, Profile: "raw", Kubeconfig: filepath.Join(dir, "raw-kubeconfig")}
+	_ = rb.Delete(ctx)
+	start := time.Now()
+	if err := rb.CreateCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rawTime := time.Since(start)
+	if err := rb.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("labctl create %s vs raw k3d cluster run %s: ratio %.2f (labctl also waits for every Node Ready and merges the kubeconfig)", first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
+}

@@ -1,0 +1,336 @@
+// Package k3d creates, observes and deletes a profile's k3d cluster with
+// the k3d library (v5.8.3), on the local Docker or the Docker host the
+// profile names (DOCKER_HOST=ssh://… goes through docker's connection
+// helper, which runs the local ssh client).
+package k3d
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	k3dclient "github.com/k3d-io/k3d/v5/pkg/client"
+	"github.com/k3d-io/k3d/v5/pkg/config"
+	configtypes "github.com/k3d-io/k3d/v5/pkg/config/types"
+	conf "github.com/k3d-io/k3d/v5/pkg/config/v1alpha5"
+	k3dlog "github.com/k3d-io/k3d/v5/pkg/logger"
+	"github.com/k3d-io/k3d/v5/pkg/runtimes"
+	k3dtypes "github.com/k3d-io/k3d/v5/pkg/types"
+	k3dversion "github.com/k3d-io/k3d/v5/version"
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/kubeconfig"
+)
+
+// Version is the k3d library labctl is built with (go.mod); k3d names its
+// helper images (k3d-proxy, k3d-tools) after it.
+const Version = "v5.8.3"
+
+var setup sync.Once
+
+// quiet sets k3d's version and keeps its logger to warnings: progress is
+// labctl's event log.
+func quiet() {
+	setup.Do(func() {
+		k3dversion.Version = Version
+		k3dlog.Log().SetLevel(logrus.WarnLevel)
+		k3dlog.Log().SetOutput(io.Discard)
+	})
+}
+
+// Backend is the flow's k3d provider for one profile.
+type Backend struct {
+	Spec       *profiles.Spec
+	Profile    string
+	Kubeconfig string
+	// WaitTimeout bounds WaitNodes (default 5 minutes).
+	WaitTimeout time.Duration
+}
+
+// SimpleConfig is the profile's cluster as k3d's own config file would
+// give it.
+func SimpleConfig(s *profiles.Spec) conf.SimpleConfig {
+	k := s.K3d
+	hostIP := "0.0.0.0"
+	if ip := net.ParseIP(k.APIHost); ip != nil && ip.IsLoopback() {
+		hostIP = k.APIHost
+	}
+	c := conf.SimpleConfig{
+		TypeMeta:   configtypes.TypeMeta{APIVersion: conf.ApiVersion, Kind: "Simple"},
+		ObjectMeta: configtypes.ObjectMeta{Name: k.ClusterName},
+		Servers:    k.Servers,
+		Agents:     k.Agents,
+		Image:      k.Image,
+		ExposeAPI:  conf.SimpleExposureOpts{Host: k.APIHost, HostIP: hostIP, HostPort: strconv.Itoa(k.APIPort)},
+		Options: conf.SimpleConfigOptions{
+			K3dOptions:        conf.SimpleConfigOptionsK3d{Wait: true, Timeout: 5 * time.Minute},
+			KubeconfigOptions: conf.SimpleConfigOptionsKubeconfig{UpdateDefaultKubeconfig: false},
+		},
+	}
+	for _, p := range k.Ports {
+		c.Ports = append(c.Ports, conf.PortWithNodeFilters{
+			Port:        fmt.Sprintf("%s:%d:%d", hostIP, p.HostPort, p.ContainerPort),
+			NodeFilters: []string{p.NodeFilter},
+		})
+	}
+	for _, d := range s.K3s.Disable {
+		c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs, conf.K3sArgWithNodeFilters{Arg: "--disable=" + d, NodeFilters: []string{"server:*"}})
+	}
+	if s.K3s.ClusterCIDR != "" {
+		c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs,
+			conf.K3sArgWithNodeFilters{Arg: "--cluster-cidr=" + s.K3s.ClusterCIDR, NodeFilters: []string{"server:*"}},
+			conf.K3sArgWithNodeFilters{Arg: "--service-cidr=" + s.K3s.ServiceCIDR, NodeFilters: []string{"server:*"}})
+	}
+	return c
+}
+
+// withDocker runs fn with DOCKER_HOST set to the profile's Docker host,
+// which is where k3d's Docker runtime takes it from.
+var dockerEnv sync.Mutex
+
+func (b *Backend) withDocker(fn func() error) error {
+	quiet()
+	dockerEnv.Lock()
+	defer dockerEnv.Unlock()
+	if h := b.Spec.K3d.DockerHost; h != "" {
+		old, had := os.LookupEnv("DOCKER_HOST")
+		if err := os.Setenv("DOCKER_HOST", h); err != nil {
+			return err
+		}
+		defer func() {
+			if had {
+				_ = os.Setenv("DOCKER_HOST", old)
+			} else {
+				_ = os.Unsetenv("DOCKER_HOST")
+			}
+		}()
+	}
+	return fn()
+}
+
+func (b *Backend) clusterConfig(ctx context.Context) (*conf.ClusterConfig, error) {
+	cc, err := config.TransformSimpleToClusterConfig(ctx, runtimes.Docker, SimpleConfig(b.Spec), "")
+	if err != nil {
+		return nil, fmt.Errorf("k3d config: %w", err)
+	}
+	if cc, err = config.ProcessClusterConfig(*cc); err != nil {
+		return nil, fmt.Errorf("k3d config: %w", err)
+	}
+	if err := config.ValidateClusterConfig(ctx, runtimes.Docker, *cc); err != nil {
+		return nil, fmt.Errorf("k3d config: %w", err)
+	}
+	return cc, nil
+}
+
+// Shape is what labctl compares between a profile and a running cluster.
+type Shape struct {
+	Servers, Agents int
+	Image           string
+	Ports           []string // "hostPort:containerPort" on the load balancer, sorted
+}
+
+func (s Shape) String() string {
+	return fmt.Sprintf("%d server(s) + %d agent(s), image %s, ports %s", s.Servers, s.Agents, s.Image, strings.Join(s.Ports, " "))
+}
+
+// Want is the profile's shape.
+func Want(s *profiles.Spec) Shape {
+	k := s.K3d
+	w := Shape{Servers: k.Servers, Agents: k.Agents, Image: normImage(k.Image)}
+	for _, p := range k.Ports {
+		if p.NodeFilter == "loadbalancer" {
+			w.Ports = append(w.Ports, fmt.Sprintf("%d:%d", p.HostPort, p.ContainerPort))
+		}
+	}
+	w.Ports = append(w.Ports, fmt.Sprintf("%d:6443", k.APIPort))
+	sort.Strings(w.Ports)
+	return w
+}
+
+func normImage(s string) string { return strings.TrimPrefix(s, "docker.io/") }
+
+// ErrShape says a cluster of that name exists with another shape.
+var ErrShape = errors.New("exists with a different shape")
+
+// Observe reports whether the cluster exists; one of another shape is an
+// ErrShape error naming both shapes (labctl never reshapes a cluster).
+func (b *Backend) Observe(ctx context.Context) (bool, error) {
+	var got *k3dtypes.Cluster
+	err := b.withDocker(func() error {
+		var err error
+		got, err = k3dclient.ClusterGet(ctx, runtimes.Docker, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName})
+		return err
+	})
+	if errors.Is(err, k3dclient.ClusterGetNoNodesFoundError) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("k3d cluster %s: %w", b.Spec.K3d.ClusterName, err)
+	}
+	have := Shape{}
+	for _, n := range got.Nodes {
+		switch n.Role {
+		case k3dtypes.ServerRole:
+			have.Servers++
+			have.Image = normImage(n.Image)
+		case k3dtypes.AgentRole:
+			have.Agents++
+		case k3dtypes.LoadBalancerRole:
+			for port, binds := range n.Ports {
+				for _, bd := range binds {
+					have.Ports = append(have.Ports, bd.HostPort+":"+port.Port())
+				}
+			}
+		}
+	}
+	sort.Strings(have.Ports)
+	if want := Want(b.Spec); have.String() != want.String() {
+		return true, fmt.Errorf("k3d cluster %s %w: it has %s; the profile wants %s (delete it first: labctl does not reshape clusters)", b.Spec.K3d.ClusterName, ErrShape, have, want)
+	}
+	return true, nil
+}
+
+// CreateCluster runs k3d's cluster create (containers, network, load
+// balancer; it waits for the nodes' ready log lines).
+func (b *Backend) CreateCluster(ctx context.Context) error {
+	return b.withDocker(func() error {
+		cc, err := b.clusterConfig(ctx)
+		if err != nil {
+			return err
+		}
+		if err := k3dclient.ClusterRun(ctx, runtimes.Docker, cc); err != nil {
+			return fmt.Errorf("k3d cluster %s: %w", cc.Name, err)
+		}
+		return nil
+	})
+}
+
+// Delete removes the cluster (containers, network, volumes); a missing
+// cluster is not an error.
+func (b *Backend) Delete(ctx context.Context) error {
+	return b.withDocker(func() error {
+		c, err := k3dclient.ClusterGet(ctx, runtimes.Docker, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName})
+		if errors.Is(err, k3dclient.ClusterGetNoNodesFoundError) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return k3dclient.ClusterDelete(ctx, runtimes.Docker, c, k3dtypes.ClusterDeleteOpts{})
+	})
+}
+
+// config is the cluster's kubeconfig renamed to the profile, its server
+// the profile's API host and port.
+func (b *Backend) config(ctx context.Context) (*api.Config, error) {
+	var kc *api.Config
+	err := b.withDocker(func() error {
+		var err error
+		kc, err = k3dclient.KubeconfigGet(ctx, runtimes.Docker, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("k3d cluster %s: kubeconfig: %w", b.Spec.K3d.ClusterName, err)
+	}
+	raw, err := clientcmd.Write(*kc)
+	if err != nil {
+		return nil, err
+	}
+	return kubeconfig.Rename(raw, b.Profile, fmt.Sprintf("https://%s", net.JoinHostPort(b.Spec.K3d.APIHost, strconv.Itoa(b.Spec.K3d.APIPort))))
+}
+
+// WriteKubeconfig merges the cluster's context into the kubeconfig file.
+func (b *Backend) WriteKubeconfig(ctx context.Context) error {
+	cfg, err := b.config(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = kubeconfig.Merge(b.Kubeconfig, cfg, false)
+	return err
+}
+
+// KubeconfigCurrent reports whether the merge would change nothing.
+func (b *Backend) KubeconfigCurrent(ctx context.Context) (bool, error) {
+	cfg, err := b.config(ctx)
+	if err != nil {
+		return false, err
+	}
+	return kubeconfig.Current(b.Kubeconfig, cfg, false)
+}
+
+// WaitNodes waits until every node of the profile is Ready, asking the
+// API through the profile's address.
+func (b *Backend) WaitNodes(ctx context.Context) error {
+	cfg, err := b.config(ctx)
+	if err != nil {
+		return err
+	}
+	rc, err := clientcmd.NewDefaultClientConfig(*cfg, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	want := b.Spec.K3d.Servers + b.Spec.K3d.Agents
+	timeout := b.WaitTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		ready, notReady, err := readyNodes(ctx, cs)
+		if err == nil && ready == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("k3d cluster %s: nodes not Ready after %s: %w", b.Spec.K3d.ClusterName, timeout, err)
+			}
+			return fmt.Errorf("k3d cluster %s: %d of %d nodes Ready after %s (not Ready: %s)", b.Spec.K3d.ClusterName, ready, want, timeout, strings.Join(notReady, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func readyNodes(ctx context.Context, cs kubernetes.Interface) (int, []string, error) {
+	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, nil, err
+	}
+	ready := 0
+	var not []string
+	for _, n := range list.Items {
+		ok := false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ok = true
+			}
+		}
+		if ok {
+			ready++
+		} else {
+			not = append(not, n.Name)
+		}
+	}
+	return ready, not, nil
+}
