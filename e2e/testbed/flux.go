@@ -66,7 +66,7 @@ func BuildFlux(ctx context.Context, cache string, log func(string, ...any)) (*Fl
 	if missing {
 		start := time.Now()
 		log("flux: building %s %s (cold: several minutes)", strings.Join(FluxComponents, ", "), FluxControllersVersion)
-		args := []string{"build", "-trimpath", "-ldflags", "-s -w", "-o", dir + "/"}
+		args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", dir + "/"}
 		for _, c := range FluxComponents {
 			args = append(args, "github.com/fluxcd/"+c)
 		}

@@ -47,7 +47,7 @@ func BuildKube(ctx context.Context, cache string, log func(string, ...any)) (str
 	if missing {
 		start := time.Now()
 		log("kube: building %s (cold: several minutes)", KubeVersion)
-		args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", dir + "/"}
+		args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", dir + "/"}
 		for _, b := range KubeBinaries {
 			args = append(args, "k8s.io/kubernetes/cmd/"+b)
 		}
@@ -57,11 +57,11 @@ func BuildKube(ctx context.Context, cache string, log func(string, ...any)) (str
 		log("kube: built in %s", time.Since(start).Round(time.Second))
 	}
 	start := time.Now()
-	if err := goBuild(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "k3s"), "./cmd/k3s"); err != nil {
+	if err := goBuild(ctx, src, "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", filepath.Join(dir, "k3s"), "./cmd/k3s"); err != nil {
 		return "", err
 	}
 	for _, c := range []string{"pause", "k3d-proxy", "k3d-tools"} {
-		if err := goBuild(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, c), "./cmd/"+c); err != nil {
+		if err := goBuild(ctx, src, "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", filepath.Join(dir, c), "./cmd/"+c); err != nil {
 			return "", err
 		}
 	}
