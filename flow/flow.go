@@ -116,10 +116,11 @@ func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 }
 
 // Cluster builds Create without Flux: the machines, their prerequisites,
-// K3s and the kubeconfig, for SSH nodes.
+// K3s and the kubeconfig for SSH nodes; the k3d cluster and the
+// kubeconfig for a k3d profile.
 func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
-	if len(p.Spec.Nodes) == 0 {
-		return nil, fmt.Errorf("profile %s has no SSH nodes", p.Metadata.Name)
+	if len(p.Spec.Nodes) == 0 && p.Spec.K3d == nil {
+		return nil, fmt.Errorf("profile %s has neither SSH nodes nor a k3d cluster", p.Metadata.Name)
 	}
 	if o.Kubeconfig == "" {
 		o.Kubeconfig = "~/.kube/config"
@@ -131,7 +132,11 @@ func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 		}
 	}
 	f := &builder{p: p, b: b, o: o, plan: plan.New(p.Metadata.Name)}
-	f.cluster(f.machines())
+	if p.Spec.K3d != nil {
+		f.k3d()
+	} else {
+		f.cluster(f.machines())
+	}
 	return f.plan, nil
 }
 
@@ -517,7 +522,7 @@ func k3dChange(s *profiles.Spec) string {
 
 // dockerHostLabel names the machine a k3d cluster runs on.
 func dockerHostLabel(dockerHost string) string {
-	if dockerHost == "" {
+	if dockerHost == "" || strings.HasPrefix(dockerHost, "unix://") {
 		return "local-docker"
 	}
 	if u, err := url.Parse(dockerHost); err == nil && u.Hostname() != "" {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	dockerclient "github.com/docker/docker/client"
 	k3dclient "github.com/k3d-io/k3d/v5/pkg/client"
 	"github.com/k3d-io/k3d/v5/pkg/config"
 	configtypes "github.com/k3d-io/k3d/v5/pkg/config/types"
@@ -198,7 +199,19 @@ func (b *Backend) Observe(ctx context.Context) (bool, error) {
 		}
 	}
 	sort.Strings(have.Ports)
-	if want := Want(b.Spec); have.String() != want.String() {
+	want := Want(b.Spec)
+	if have.Image != want.Image {
+		// Docker lists a container's image by ID when its name now
+		// resolves to another image or cannot be shown: compare IDs.
+		same, err := b.sameImage(ctx, have.Image, want.Image)
+		if err != nil {
+			return true, fmt.Errorf("k3d cluster %s: %w", b.Spec.K3d.ClusterName, err)
+		}
+		if same {
+			have.Image = want.Image
+		}
+	}
+	if have.String() != want.String() {
 		return true, fmt.Errorf("k3d cluster %s %w: it has %s; the profile wants %s (delete it first: labctl does not reshape clusters)", b.Spec.K3d.ClusterName, ErrShape, have, want)
 	}
 	return true, nil
@@ -333,4 +346,28 @@ func readyNodes(ctx context.Context, cs kubernetes.Interface) (int, []string, er
 		}
 	}
 	return ready, not, nil
+}
+
+// sameImage reports whether two image references name the same image on
+// the cluster's Docker.
+func (b *Backend) sameImage(ctx context.Context, a, c string) (bool, error) {
+	var same bool
+	err := b.withDocker(func() error {
+		cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		id := func(ref string) string {
+			img, _, err := cli.ImageInspectWithRaw(ctx, ref)
+			if err != nil {
+				return ""
+			}
+			return img.ID
+		}
+		ia, ic := id(a), id(c)
+		same = ia != "" && ia == ic
+		return nil
+	})
+	return same, err
 }
