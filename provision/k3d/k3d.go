@@ -357,7 +357,7 @@ func (b *Backend) sameImage(ctx context.Context, a, c string) (bool, error) {
 		if err != nil {
 			return err
 		}
-		defer cli.Close()
+		defer func() { _ = cli.Close() }()
 		id := func(ref string) string {
 			img, _, err := cli.ImageInspectWithRaw(ctx, ref)
 			if err != nil {
