@@ -20,14 +20,15 @@ import (
 	"github.com/labctl/labctl/provision/k3d"
 )
 
-// TestCreateLocalK3dThenNoOpThenRefusesAnotherShape runs `labctl create`
+// TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy runs `labctl create`
 // on a profile extending the embedded `local` (staging's shape: k3d 1
 // server + 3 agents, 80/443 on the load balancer) against the bed's
 // Docker, named as a Docker host: the cluster and kubeconfig are created,
 // a second run changes nothing, a profile asking another shape of the
-// same cluster is refused with both shapes, and a raw k3d create of the
+// same cluster is refused with both shapes, `labctl destroy` (confirmed by
+// name) removes the cluster and the context, and a raw k3d create of the
 // same config in the same run gives the time ratio.
-func TestCreateLocalK3dThenNoOpThenRefusesAnotherShape(t *testing.T) {
+func TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	logf := func(f string, a ...any) { t.Logf(f, a...) }
@@ -111,6 +112,24 @@ spec:
 	if _, _, err := create("other shape", other); !errors.Is(err, k3d.ErrShape) || !strings.Contains(err.Error(), "it has 1 server(s) + 3 agent(s)") || !strings.Contains(err.Error(), "wants 1 server(s) + 2 agent(s)") {
 		t.Fatalf("another shape: %v", err)
 	}
+
+	// destroy: the cluster and its context go; a second destroy finds
+	// nothing to do.
+	var out2 bytes.Buffer
+	e := commands.Env{Stdout: &out2, Stderr: &out2, Output: commands.OutputText, Now: time.Now}
+	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Confirm: strings.NewReader("labctl-e2e\n"), Kubeconfig: kc}); err != nil {
+		t.Fatalf("destroy: %v\n%s", err, out2.String())
+	}
+	if exists, err := backend.Observe(ctx); exists || err != nil {
+		t.Errorf("after destroy: exists=%v %v", exists, err)
+	}
+	if cfg, _ := clientcmd.LoadFromFile(kc); cfg.Contexts["local-e2e"] != nil {
+		t.Error("context local-e2e left in the kubeconfig")
+	}
+	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Yes: true, Kubeconfig: kc}); err != nil || !strings.Contains(out2.String(), "does not exist") {
+		t.Errorf("second destroy: %v\n%s", err, out2.String())
+	}
+	t.Logf("destroy:\n%s", out2.String())
 
 	// A raw k3d create of the same configuration, for the ratio.
 	raw := profile("raw", "labctl-raw", 3)

@@ -152,7 +152,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 			},
 			{
 				Name:      "create",
-				Usage:     "create the cluster on hosts that already exist (prerequisites, K3s, kubeconfig); re-running converges",
+				Usage:     "create the cluster: a k3d cluster, or K3s on hosts that already exist (prerequisites, K3s, kubeconfig); re-running converges",
 				ArgsUsage: "NAME | -f FILE",
 				Flags: []cli.Flag{fileFlag, outputFlag,
 					&cli.BoolFlag{Name: "no-flux", Usage: "create the cluster without bootstrapping Flux"},
@@ -169,6 +169,21 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						NoFlux: c.Bool("no-flux"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
 						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Parallel: c.Int("parallel"),
 					})
+				},
+			},
+			{
+				Name:      "destroy",
+				Usage:     "delete the profile's k3d cluster (containers, network, volumes) and its kubeconfig context",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag,
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "remove the context from `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig")})
 				},
 			},
 			{

@@ -60,26 +60,60 @@ func Merge(path string, add *api.Config, switchContext bool) (bool, error) {
 	if err != nil || string(data) == string(old) {
 		return false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	return true, write(path, data)
+}
+
+// Remove deletes the context, cluster and user called name from the
+// kubeconfig at path, keeping every other entry; the current context is
+// cleared if it was that one. It reports whether the file changed; a
+// missing file or name is no change.
+func Remove(path, name string) (bool, error) {
+	old, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
 		return false, err
+	}
+	cur, err := clientcmd.Load(old)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	delete(cur.Contexts, name)
+	delete(cur.Clusters, name)
+	delete(cur.AuthInfos, name)
+	if cur.CurrentContext == name {
+		cur.CurrentContext = ""
+	}
+	data, err := clientcmd.Write(*cur)
+	if err != nil || string(data) == string(old) {
+		return false, err
+	}
+	return true, write(path, data)
+}
+
+// write replaces path atomically with data, mode 0600.
+func write(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
 	if err := tmp.Chmod(0o600); err != nil {
 		_ = tmp.Close()
-		return false, err
+		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
 		_ = tmp.Close()
-		return false, err
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return false, err
+		return err
 	}
-	return true, os.Rename(tmp.Name(), path)
+	return os.Rename(tmp.Name(), path)
 }
 
 // Current reports whether Merge would leave the file as it is.

@@ -85,3 +85,44 @@ func TestMergeCreatesAMissingFile(t *testing.T) {
 		t.Fatalf("%v %+v", err, got)
 	}
 }
+
+// Remove takes out exactly the profile's context, cluster and user, clears
+// the current context only if it was that one, and is a no-op the second
+// time (and for a missing file).
+func TestRemoveTakesOutOnlyTheProfilesEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config")
+	old, _ := os.ReadFile("testdata/existing.yaml")
+	if err := os.WriteFile(path, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	add, err := clientcmd.Load(renamed(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Merge(path, add, true); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := Remove(path, "production")
+	if err != nil || !changed {
+		t.Fatalf("remove: changed=%v %v", changed, err)
+	}
+	got, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Contexts["production"] != nil || got.Clusters["production"] != nil || got.AuthInfos["production"] != nil {
+		t.Error("production entries left")
+	}
+	if got.Contexts["home"] == nil || got.AuthInfos["home"].Token != "home-token" {
+		t.Error("another context was touched")
+	}
+	if got.CurrentContext != "" {
+		t.Errorf("current context %q, want cleared", got.CurrentContext)
+	}
+	if changed, err := Remove(path, "production"); err != nil || changed {
+		t.Errorf("second remove: changed=%v %v", changed, err)
+	}
+	if changed, err := Remove(filepath.Join(t.TempDir(), "none"), "production"); err != nil || changed {
+		t.Errorf("missing file: changed=%v %v", changed, err)
+	}
+}
