@@ -71,11 +71,7 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 		hosts.DataPath = s.Storage.Longhorn.DataPath
 	}
 	kb := &k3s.Backend{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: token, Kubeconfig: o.Kubeconfig}
-	p, err := flow.Cluster(&l.Profile, flow.Backends{Hosts: hosts, K3s: kb}, flow.Options{Kubeconfig: o.Kubeconfig})
-	if err != nil {
-		return err
-	}
-	rep, err := plan.Run(ctx, p, plan.Options{Sink: e.sink(), Parallel: o.Parallel, Now: e.Now})
+	rep, err := e.runCluster(ctx, l, flow.Backends{Hosts: hosts, K3s: kb}, o)
 	if err != nil {
 		return err
 	}
@@ -95,11 +91,18 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 	return nil
 }
 
-func (e Env) sink() plan.Sink {
-	if e.Output == OutputJSON {
-		return plan.NewJSONLines(e.Stdout)
+// runCluster builds the cluster plan (no Flux) and runs it with the
+// output format's sink.
+func (e Env) runCluster(ctx context.Context, l *profiles.Loaded, b flow.Backends, o CreateOptions) (*plan.Report, error) {
+	p, err := flow.Cluster(&l.Profile, b, flow.Options{Kubeconfig: o.Kubeconfig})
+	if err != nil {
+		return nil, err
 	}
-	return plan.NewProgress(e.Stdout)
+	var sink plan.Sink = plan.NewProgress(e.Stdout)
+	if e.Output == OutputJSON {
+		sink = plan.NewJSONLines(e.Stdout)
+	}
+	return plan.Run(ctx, p, plan.Options{Sink: sink, Parallel: o.Parallel, Now: e.Now})
 }
 
 // createK3d runs the k3d flow: the cluster (left alone when it exists with
@@ -113,11 +116,7 @@ func createK3d(ctx context.Context, e Env, l *profiles.Loaded, o CreateOptions) 
 		o.Kubeconfig = kubeconfig.DefaultPath()
 	}
 	kb := &k3d.Backend{Spec: &l.Spec, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
-	p, err := flow.Cluster(&l.Profile, flow.Backends{K3d: kb, NoFlux: true}, flow.Options{Kubeconfig: o.Kubeconfig})
-	if err != nil {
-		return err
-	}
-	rep, err := plan.Run(ctx, p, plan.Options{Sink: e.sink(), Parallel: o.Parallel, Now: e.Now})
+	rep, err := e.runCluster(ctx, l, flow.Backends{K3d: kb}, o)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,6 @@ package testbed
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,15 +46,11 @@ func BuildFlux(ctx context.Context, cache string, log func(string, ...any)) (*Fl
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return nil, err
-		}
-		h.Write(b)
+	sum, err := moduleHash(src)
+	if err != nil {
+		return nil, err
 	}
-	dir := filepath.Join(cache, "flux-"+FluxControllersVersion+"-"+hex.EncodeToString(h.Sum(nil))[:12])
+	dir := filepath.Join(cache, "flux-"+FluxControllersVersion+"-"+sum)
 	missing := false
 	for _, c := range FluxComponents {
 		if _, err := os.Stat(filepath.Join(dir, c)); err != nil {

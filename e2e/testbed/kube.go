@@ -28,15 +28,11 @@ func BuildKube(ctx context.Context, cache string, log func(string, ...any)) (str
 	if err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return "", err
-		}
-		h.Write(b)
+	sum, err := moduleHash(src)
+	if err != nil {
+		return "", err
 	}
-	dir := filepath.Join(cache, "kube-"+KubeVersion+"-"+hex.EncodeToString(h.Sum(nil))[:12])
+	dir := filepath.Join(cache, "kube-"+KubeVersion+"-"+sum)
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%[1]s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/client-go/pkg/version.gitVersion=%[1]s", KubeVersion)
 	missing := false
 	for _, b := range KubeBinaries {
@@ -159,6 +155,20 @@ func (b *Bed) installNodeBundle(ctx context.Context, node, dir string) error {
 		}
 	}
 	return nil
+}
+
+// moduleHash identifies a tools module's dependency set: the hash of its
+// go.mod and go.sum (12 hex digits), which names the build cache.
+func moduleHash(src string) (string, error) {
+	h := sha256.New()
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
 func goBuild(ctx context.Context, dir string, args ...string) error {
