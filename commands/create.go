@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/labctl/labctl/bootstrap"
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
@@ -20,7 +21,10 @@ import (
 // CreateOptions shape `labctl create`.
 type CreateOptions struct {
 	// NoFlux creates the cluster without bootstrapping Flux.
-	NoFlux            bool
+	NoFlux bool
+	// Force lets Flux's bootstrap replace a flux-system that syncs
+	// another path.
+	Force             bool
 	AcceptNewHostKeys bool
 	// Kubeconfig is the file the context is merged into.
 	Kubeconfig string
@@ -44,9 +48,6 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 	s := &l.Spec
 	if s.Proxmox != nil {
 		return fmt.Errorf("profile %s creates Proxmox VMs, which this build cannot do yet; for hosts that already exist, extend it with `proxmox: null`", l.Metadata.Name)
-	}
-	if !o.NoFlux {
-		return fmt.Errorf("this build cannot bootstrap Flux yet: add --no-flux to create the cluster alone")
 	}
 	if o.StateDir == "" {
 		if o.StateDir, err = k3s.StateDir(); err != nil {
@@ -94,7 +95,12 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 // runCluster builds the cluster plan (no Flux) and runs it with the
 // output format's sink.
 func (e Env) runCluster(ctx context.Context, l *profiles.Loaded, b flow.Backends, o CreateOptions) (*plan.Report, error) {
-	p, err := flow.Cluster(&l.Profile, b, flow.Options{Kubeconfig: o.Kubeconfig})
+	build := flow.Cluster
+	if !o.NoFlux {
+		build = flow.Create
+		b.Flux = &bootstrap.Backend{Spec: &l.Spec, Kubeconfig: o.Kubeconfig, Context: l.Metadata.Name, Lookup: os.LookupEnv, Force: o.Force, Log: e.Stderr}
+	}
+	p, err := build(&l.Profile, b, flow.Options{Kubeconfig: o.Kubeconfig})
 	if err != nil {
 		return nil, err
 	}
@@ -109,9 +115,6 @@ func (e Env) runCluster(ctx context.Context, l *profiles.Loaded, b flow.Backends
 // the profile's shape, refused when its shape differs), then the
 // kubeconfig.
 func createK3d(ctx context.Context, e Env, l *profiles.Loaded, o CreateOptions) error {
-	if !o.NoFlux {
-		return fmt.Errorf("this build cannot bootstrap Flux yet: add --no-flux to create the cluster alone")
-	}
 	if o.Kubeconfig == "" {
 		o.Kubeconfig = kubeconfig.DefaultPath()
 	}

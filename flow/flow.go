@@ -67,6 +67,10 @@ type K3d interface {
 
 // Flux bootstraps GitOps (bootstrap/).
 type Flux interface {
+	// Observe reports whether Flux already syncs the profile's repository
+	// and path with every Kustomization Ready; a flux-system syncing
+	// another path is an error unless forced.
+	Observe(ctx context.Context) (bool, error)
 	SeedSecret(ctx context.Context, namespace, name string, ref profiles.SecretRef) error
 	Install(ctx context.Context) error
 	WaitKustomizations(ctx context.Context) error
@@ -401,8 +405,12 @@ func (f *builder) kubeconfig(after []string, server string, fn func(context.Cont
 func (f *builder) flux() {
 	s := &f.p.Spec
 	fx := s.Flux
+	var check func(context.Context, func(string)) (bool, error)
+	if f.b.Flux != nil {
+		check = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.Flux.Observe(ctx) }
+	}
 	f.plan.Add(plan.Step{
-		ID: "flux", Title: "Bootstrap Flux", After: []string{f.last},
+		ID: "flux", Title: "Bootstrap Flux", After: []string{f.last}, Check: check,
 		Run: func(ctx context.Context, x *plan.Exec) error {
 			seed := func(ns, name string, ref profiles.SecretRef) error {
 				return x.Wet(fmt.Sprintf("seed secret %s/%s from %s", ns, name, ref), func(ctx context.Context) error { return f.b.Flux.SeedSecret(ctx, ns, name, ref) })
@@ -418,8 +426,11 @@ func (f *builder) flux() {
 				}
 			}
 			auth := "a generated SSH deploy key"
-			if fx.DeployKeyRef != nil {
+			switch {
+			case fx.DeployKeyRef != nil:
 				auth = "the SSH key from " + fx.DeployKeyRef.String()
+			case fx.TokenRef != nil:
+				auth = "user " + fx.Username + " with the token from " + fx.TokenRef.String()
 			}
 			install := fmt.Sprintf("install Flux and commit %s/flux-system to %s (branch %s, %s)", strings.TrimPrefix(fx.Path, "./"), fx.URL, fx.Branch, auth)
 			if err := x.Wet(install, func(ctx context.Context) error { return f.b.Flux.Install(ctx) }); err != nil {

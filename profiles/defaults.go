@@ -26,6 +26,17 @@ func applyDefaults(p *Profile) {
 	if s.SSH != nil && s.SSH.Port == 0 {
 		s.SSH.Port = DefaultSSHPort
 	}
+	if f := &s.Flux; f.URL != "" {
+		if f.Version == "" {
+			f.Version = DefaultFluxVersion
+		}
+		if len(f.Components) == 0 {
+			f.Components = append([]string(nil), DefaultFluxComponents...)
+		}
+		if f.TokenRef != nil && f.Username == "" {
+			f.Username = "git"
+		}
+	}
 	if k := s.K3d; k != nil {
 		if k.ClusterName == "" {
 			k.ClusterName = p.Metadata.Name
@@ -39,3 +50,10 @@ func applyDefaults(p *Profile) {
 // ImageTag turns a K3s version (v1.33.4+k3s1) into its image tag
 // (v1.33.4-k3s1): OCI tags cannot carry '+'.
 func ImageTag(version string) string { return strings.ReplaceAll(version, "+", "-") }
+
+// DefaultFluxVersion is the Flux release installed when the profile names
+// none: the one labctl's flux2 library is.
+const DefaultFluxVersion = "v2.6.4"
+
+// DefaultFluxComponents are Flux's default controllers.
+var DefaultFluxComponents = []string{"source-controller", "kustomize-controller", "helm-controller", "notification-controller"}

@@ -236,8 +236,19 @@ type Flux struct {
 	// DeployKeyRef is an SSH private key with access to URL; without it
 	// labctl generates one and prints its public half.
 	DeployKeyRef *SecretRef `yaml:"deployKeyRef,omitempty" json:"deployKeyRef,omitempty"`
+	// TokenRef authenticates as Username (default "git") over HTTP(S), for
+	// labctl's push and for Flux's GitRepository.
+	TokenRef *SecretRef `yaml:"tokenRef,omitempty" json:"tokenRef,omitempty"`
+	Username string     `yaml:"username,omitempty" json:"username,omitempty"`
 	// SOPSAgeKeyRef is seeded as the sops-age secret for decryption.
 	SOPSAgeKeyRef *SecretRef `yaml:"sopsAgeKeyRef,omitempty" json:"sopsAgeKeyRef,omitempty"`
+	// Version is the Flux release installed in the cluster.
+	Version string `yaml:"version,omitempty" json:"version,omitempty"`
+	// Manifests is a local directory holding Flux's install kustomization
+	// (air-gapped); empty means the release's manifests from GitHub.
+	Manifests string `yaml:"manifests,omitempty" json:"manifests,omitempty"`
+	// Components are the controllers installed.
+	Components []string `yaml:"components,omitempty" json:"components,omitempty"`
 	// Kustomizations is the reconciliation order the repository declares
 	// through dependsOn; labctl waits for and reports them in this order.
 	Kustomizations []FluxKustomization `yaml:"kustomizations" json:"kustomizations"`

@@ -421,9 +421,18 @@ func (c *checker) flux(s *Spec) {
 	}
 	if f.DeployKeyRef != nil {
 		c.secretRef("spec.flux.deployKeyRef", *f.DeployKeyRef)
+		if !strings.HasPrefix(f.URL, "ssh://") {
+			c.add("spec.flux.deployKeyRef", "an SSH deploy key needs an ssh:// url, not %q", f.URL)
+		}
 	}
 	if f.SOPSAgeKeyRef != nil {
 		c.secretRef("spec.flux.sopsAgeKeyRef", *f.SOPSAgeKeyRef)
+	}
+	if f.TokenRef != nil {
+		c.secretRef("spec.flux.tokenRef", *f.TokenRef)
+		if !strings.HasPrefix(f.URL, "https://") && !strings.HasPrefix(f.URL, "http://") {
+			c.add("spec.flux.tokenRef", "a token needs an http(s):// url, not %q", f.URL)
+		}
 	}
 	if len(f.Kustomizations) == 0 {
 		c.add("spec.flux.kustomizations", "want the repository's Kustomizations, to wait for them in order")

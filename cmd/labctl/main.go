@@ -156,6 +156,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				ArgsUsage: "NAME | -f FILE",
 				Flags: []cli.Flag{fileFlag, outputFlag,
 					&cli.BoolFlag{Name: "no-flux", Usage: "create the cluster without bootstrapping Flux"},
+					&cli.BoolFlag{Name: "force", Usage: "let Flux's bootstrap replace a flux-system that syncs another path"},
 					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
 					&cli.StringFlag{Name: "state-dir", Usage: "keep the cluster token under `DIR` (default ~/.local/state/labctl)"},
@@ -166,7 +167,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						return err
 					}
 					return commands.Create(c.Context, env(c), a, commands.CreateOptions{
-						NoFlux: c.Bool("no-flux"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
+						NoFlux: c.Bool("no-flux"), Force: c.Bool("force"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
 						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Parallel: c.Int("parallel"),
 					})
 				},

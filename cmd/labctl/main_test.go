@@ -108,11 +108,9 @@ func TestExitCodes(t *testing.T) {
 		{"invalid profile file", []string{"plan", "-f", "testdata/inline-secret.yaml"}, 1, "inline secret values are not allowed"},
 		{"create needs Proxmox", []string{"create", "production", "--no-flux"}, 1, "creates Proxmox VMs, which this build cannot do yet"},
 		{"preflight of a k3d profile", []string{"preflight", "staging"}, 1, "labctl preflight works on SSH nodes; profile staging is a k3d cluster"},
-		{"create k3d without --no-flux", []string{"create", "local"}, 1, "cannot bootstrap Flux yet: add --no-flux"},
 		{"destroy unconfirmed", []string{"destroy", "local"}, 1, `destroy local: not confirmed (type "local", or pass --yes)`},
 		{"destroy given hosts", []string{"destroy", "-f", "testdata/given-hosts.yaml", "--yes"}, 1, "its hosts were given, not created by labctl: nothing to destroy"},
 		{"destroy Proxmox", []string{"destroy", "production", "--yes"}, 1, "destroying Proxmox VMs is not in this build"},
-		{"create without --no-flux", []string{"create", "-f", "testdata/given-hosts.yaml"}, 1, "cannot bootstrap Flux yet: add --no-flux"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, errOut, code := labctl(t, tc.args...)

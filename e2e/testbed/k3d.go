@@ -25,9 +25,10 @@ const (
 	K3dToolsImage = "ghcr.io/k3d-io/k3d-tools:5.8.3"
 )
 
-// K3dImages builds the three images from BuildKube's directory; each is
+// K3dImages builds the three images from BuildKube's directory, the node
+// image carrying extraImages (image tarballs) as air-gap images; each is
 // rebuilt only when its inputs' hash (a label) changed.
-func (b *Bed) K3dImages(ctx context.Context, dir string, log func(string, ...any)) error {
+func (b *Bed) K3dImages(ctx context.Context, dir string, log func(string, ...any), extraImages ...string) error {
 	start := time.Now()
 	pause, err := b.pauseImageTar(ctx, dir)
 	if err != nil {
@@ -38,6 +39,10 @@ func (b *Bed) K3dImages(ctx context.Context, dir string, log func(string, ...any
 		files = append(files, tarFile{"usr/local/bin/" + f, filepath.Join(dir, f), 0o755})
 	}
 	files = append(files, tarFile{"var/lib/rancher/k3s/agent/images/pause.tar", pause, 0o644})
+	// More air-gap images (Flux's controllers) ride in the node image.
+	for _, f := range extraImages {
+		files = append(files, tarFile{"var/lib/rancher/k3s/agent/images/" + filepath.Base(f), f, 0o644})
+	}
 	if _, err := os.Stat(filepath.Join(dir, "runc")); err == nil {
 		files = append(files, tarFile{"var/lib/rancher/k3s/data/current/bin/runc", filepath.Join(dir, "runc"), 0o755})
 	}

@@ -1,0 +1,377 @@
+// Package bootstrap installs Flux into a cluster and points it at the
+// profile's GitOps repository, with flux2's pkg/bootstrap (v2.6.4) over
+// plain git: the components are generated (from the release or a local
+// manifests directory), committed to <path>/flux-system and applied; the
+// sync (GitRepository + Kustomization flux-system) follows; then labctl
+// waits for the repository's Kustomizations in their dependsOn order.
+//
+// Auth in this build: a token over HTTP(S) (spec.flux.tokenRef), used for
+// labctl's push and as Flux's source secret. SSH deploy keys are refused
+// with that reason.
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	fluxbootstrap "github.com/fluxcd/flux2/v2/pkg/bootstrap"
+	"github.com/fluxcd/flux2/v2/pkg/manifestgen/install"
+	"github.com/fluxcd/flux2/v2/pkg/manifestgen/sourcesecret"
+	"github.com/fluxcd/flux2/v2/pkg/manifestgen/sync"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/git"
+	"github.com/fluxcd/pkg/git/gogit"
+	runclient "github.com/fluxcd/pkg/runtime/client"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/labctl/labctl/profiles"
+)
+
+// Namespace is where Flux runs.
+const Namespace = "flux-system"
+
+// Backend is the flow's Flux provider for one profile's cluster, reached
+// through Kubeconfig's context Context.
+type Backend struct {
+	Spec       *profiles.Spec
+	Kubeconfig string
+	Context    string
+	// Lookup reads environment variables for secret references.
+	Lookup func(string) (string, bool)
+	// Force lets the bootstrap replace a flux-system that syncs another
+	// path (the staging/production mix-up is refused otherwise).
+	Force bool
+	// Log receives progress lines (never a secret).
+	Log io.Writer
+	// Timeout bounds each wait (default 5 minutes).
+	Timeout time.Duration
+}
+
+func (b *Backend) timeout() time.Duration {
+	if b.Timeout == 0 {
+		return 5 * time.Minute
+	}
+	return b.Timeout
+}
+
+func (b *Backend) kube() (client.Client, error) {
+	getter := b.getter()
+	rc, err := getter.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, kustomizev1.AddToScheme, sourcev1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
+	return client.New(rc, client.Options{Scheme: scheme})
+}
+
+func (b *Backend) getter() *genericclioptions.ConfigFlags {
+	f := genericclioptions.NewConfigFlags(false)
+	f.KubeConfig, f.Context = &b.Kubeconfig, &b.Context
+	return f
+}
+
+// secret resolves a reference (env or file).
+func (b *Backend) secret(ref profiles.SecretRef) (string, error) {
+	v, err := ref.Resolve(b.Lookup)
+	if err != nil {
+		return "", err
+	}
+	return v.Reveal(), nil
+}
+
+// SeedSecret creates or updates namespace/name with the referenced value
+// under a key named after the secret's purpose.
+func (b *Backend) SeedSecret(ctx context.Context, namespace, name string, ref profiles.SecretRef) error {
+	v, err := b.secret(ref)
+	if err != nil {
+		return fmt.Errorf("secret %s/%s: %w", namespace, name, err)
+	}
+	kc, err := b.kube()
+	if err != nil {
+		return err
+	}
+	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	key := "api-token"
+	if name == "sops-age" {
+		key = "age.agekey"
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	err = kc.Get(ctx, client.ObjectKeyFromObject(sec), sec)
+	sec.StringData = map[string]string{key: v}
+	switch {
+	case apierrors.IsNotFound(err):
+		return kc.Create(ctx, sec)
+	case err != nil:
+		return err
+	}
+	return kc.Update(ctx, sec)
+}
+
+// ErrOtherPath says flux-system already syncs another path.
+var ErrOtherPath = errors.New("flux-system already syncs another path")
+
+// Observe reports whether Flux already syncs the profile's repository,
+// branch and path with the flux-system Kustomization Ready and every
+// Kustomization of the profile Ready. A flux-system syncing another path
+// is ErrOtherPath unless Force.
+func (b *Backend) Observe(ctx context.Context) (bool, error) {
+	kc, err := b.kube()
+	if err != nil {
+		return false, err
+	}
+	var ks kustomizev1.Kustomization
+	err = kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &ks)
+	if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	want := "./" + strings.TrimPrefix(b.Spec.Flux.Path, "./")
+	if ks.Spec.Path != want && "./"+strings.TrimPrefix(ks.Spec.Path, "./") != want {
+		if b.Force {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: it syncs %q, the profile wants %q (the staging/production mix-up?); pass --force to replace it", ErrOtherPath, ks.Spec.Path, want)
+	}
+	var repo sourcev1.GitRepository
+	if err := kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &repo); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if repo.Spec.URL != b.Spec.Flux.URL || repo.Spec.Reference == nil || repo.Spec.Reference.Branch != b.Spec.Flux.Branch {
+		return false, nil
+	}
+	states, err := b.states(ctx, kc)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range states {
+		if !s.Ready {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+type state struct {
+	Name    string
+	Ready   bool
+	Message string
+}
+
+// states reads flux-system and the profile's Kustomizations.
+func (b *Backend) states(ctx context.Context, kc client.Client) ([]state, error) {
+	names := []string{"flux-system"}
+	for _, k := range b.Spec.Flux.Kustomizations {
+		names = append(names, k.Name)
+	}
+	var out []state
+	for _, n := range names {
+		var ks kustomizev1.Kustomization
+		err := kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: n}, &ks)
+		st := state{Name: n}
+		switch {
+		case apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err):
+			st.Message = "not created yet"
+		case err != nil:
+			return nil, err
+		default:
+			if c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready"); c != nil {
+				st.Ready = c.Status == metav1.ConditionTrue && ks.Status.ObservedGeneration == ks.Generation
+				st.Message = c.Reason + ": " + c.Message
+			} else {
+				st.Message = "no Ready condition yet"
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Install runs flux2's bootstrap: components committed and applied, the
+// source secret, the sync manifests committed and applied, then waits for
+// the controllers and the flux-system GitRepository and Kustomization.
+func (b *Backend) Install(ctx context.Context) error {
+	f := b.Spec.Flux
+	if !strings.HasPrefix(f.URL, "http://") && !strings.HasPrefix(f.URL, "https://") {
+		return fmt.Errorf("spec.flux.url %q: this build bootstraps over HTTP(S) with spec.flux.tokenRef; SSH deploy keys are not in it yet", f.URL)
+	}
+	if f.TokenRef == nil {
+		return fmt.Errorf("spec.flux.tokenRef is required to push to %s", f.URL)
+	}
+	token, err := b.secret(*f.TokenRef)
+	if err != nil {
+		return fmt.Errorf("spec.flux.tokenRef: %w", err)
+	}
+	u, err := url.Parse(f.URL)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "labctl-flux-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	auth := &git.AuthOptions{Transport: git.TransportType(u.Scheme), Host: u.Host, Username: f.Username, Password: token}
+	opts := []gogit.ClientOption{gogit.WithDiskStorage()}
+	if u.Scheme == "http" {
+		opts = append(opts, gogit.WithInsecureCredentialsOverHTTP())
+	}
+	gc, err := gogit.NewClient(work, auth, opts...)
+	if err != nil {
+		return err
+	}
+	defer gc.Close()
+	kc, err := b.kube()
+	if err != nil {
+		return err
+	}
+	if _, err := b.Observe(ctx); err != nil {
+		return err
+	}
+	path := strings.TrimPrefix(f.Path, "./")
+	prov, err := fluxbootstrap.NewPlainGitProvider(gc, kc,
+		fluxbootstrap.WithBranch(f.Branch),
+		fluxbootstrap.WithRepositoryURL(f.URL),
+		fluxbootstrap.WithSignature("labctl", "labctl@localhost"),
+		fluxbootstrap.WithCommitMessageAppendix("Bootstrapped by labctl"),
+		fluxbootstrap.WithKubeconfig(b.getter(), &runclient.Options{}),
+		fluxbootstrap.WithLogger(logger{b.log()}),
+	)
+	if err != nil {
+		return err
+	}
+	io := install.MakeDefaultOptions()
+	io.Version, io.Namespace, io.TargetPath = f.Version, Namespace, path
+	io.Components, io.ComponentsExtra = f.Components, nil
+	io.Timeout = b.timeout()
+	base := ""
+	if f.Manifests != "" {
+		dir, err := profiles.ExpandHome(f.Manifests)
+		if err != nil {
+			return err
+		}
+		io.BaseURL = dir
+		if base, err = os.MkdirTemp("", "labctl-flux-manifests-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(base)
+	}
+	ss := sourcesecret.MakeDefaultOptions()
+	ss.Name, ss.Namespace, ss.Username, ss.Password = "flux-system", Namespace, f.Username, token
+	so := sync.MakeDefaultOptions()
+	so.Name, so.Namespace, so.URL, so.Branch, so.Secret, so.TargetPath = "flux-system", Namespace, f.URL, f.Branch, "flux-system", path
+	so.Interval = time.Minute
+	if err := fluxbootstrap.Run(ctx, prov, base, io, ss, so, 2*time.Second, b.timeout()); err != nil {
+		return fmt.Errorf("flux bootstrap: %w", err)
+	}
+	return nil
+}
+
+func (b *Backend) log() io.Writer {
+	if b.Log == nil {
+		return io.Discard
+	}
+	return b.Log
+}
+
+// WaitKustomizations waits until flux-system and every Kustomization of
+// the profile is Ready, then reports each in dependsOn order with its
+// status.
+func (b *Backend) WaitKustomizations(ctx context.Context) error {
+	kc, err := b.kube()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(b.timeout())
+	for {
+		states, err := b.states(ctx, kc)
+		if err != nil {
+			return err
+		}
+		var waiting []string
+		for _, s := range states {
+			if !s.Ready {
+				waiting = append(waiting, s.Name+" ("+s.Message+")")
+			}
+		}
+		if len(waiting) == 0 {
+			for _, s := range ordered(states, b.Spec.Flux.Kustomizations) {
+				fmt.Fprintf(b.log(), "Kustomization %s Ready: %s\n", s.Name, s.Message)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kustomizations not Ready after %s: %s", b.timeout(), strings.Join(waiting, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// ordered sorts states so that every Kustomization follows those it
+// depends on (flux-system first).
+func ordered(states []state, ks []profiles.FluxKustomization) []state {
+	depth := map[string]int{}
+	deps := map[string][]string{}
+	for _, k := range ks {
+		deps[k.Name] = k.DependsOn
+	}
+	var d func(string) int
+	d = func(n string) int {
+		if v, ok := depth[n]; ok {
+			return v
+		}
+		depth[n] = 0
+		m := 0
+		for _, p := range deps[n] {
+			if v := d(p) + 1; v > m {
+				m = v
+			}
+		}
+		depth[n] = m
+		return m
+	}
+	out := append([]state(nil), states...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Name == "flux-system" || out[j].Name == "flux-system" {
+			return out[i].Name == "flux-system" && out[j].Name != "flux-system"
+		}
+		return d(out[i].Name) < d(out[j].Name)
+	})
+	return out
+}
+
+// logger adapts flux2's bootstrap logger to a writer.
+type logger struct{ w io.Writer }
+
+func (l logger) Actionf(f string, a ...interface{})   { fmt.Fprintf(l.w, "► "+f+"\n", a...) }
+func (l logger) Generatef(f string, a ...interface{}) { fmt.Fprintf(l.w, "✚ "+f+"\n", a...) }
+func (l logger) Waitingf(f string, a ...interface{})  { fmt.Fprintf(l.w, "◎ "+f+"\n", a...) }
+func (l logger) Successf(f string, a ...interface{})  { fmt.Fprintf(l.w, "✔ "+f+"\n", a...) }
+func (l logger) Warningf(f string, a ...interface{})  { fmt.Fprintf(l.w, "⚠️ "+f+"\n", a...) }
+func (l logger) Failuref(f string, a ...interface{})  { fmt.Fprintf(l.w, "✗ "+f+"\n", a...) }

@@ -1,0 +1,242 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/labctl/labctl/bootstrap"
+	"github.com/labctl/labctl/commands"
+	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3d"
+)
+
+// TestCreateLocalWithFluxReconcilesTheFixtureInOrder is the e2e on k3d:
+// `labctl create` on a profile extending `local`, with Flux bootstrapped
+// (locally built controllers, offline manifests) from the fixture GitOps
+// repository served over HTTP from the host: every Kustomization Ready,
+// their Ready transitions in the dependsOn order, a pushed commit
+// reconciled, a second create a no-op, a production profile aimed at the
+// same cluster refused (the wrong-path trap), then destroy.
+func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	total := time.Now()
+	logf := func(f string, a ...any) { t.Logf(f, a...) }
+	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := testbed.BuildFlux(ctx, testbed.CacheDir(), logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fluxTars, err := bed.FluxImages(ctx, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.K3dImages(ctx, bin, logf, fluxTars...); err != nil {
+		t.Fatal(err)
+	}
+
+	// The fixture repository, served from the host; pods reach it at the
+	// bed Docker's bridge address.
+	git, err := testbed.StartGitServer(t.TempDir(), "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = git.Close() }()
+	repo, err := git.NewRepo(ctx, "gitops", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	if err := filepath.Walk("testdata/gitops", func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		files[strings.TrimPrefix(p, "testdata/gitops/")] = string(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit(ctx, "fixture", files); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := bed.Docker.Output(ctx, "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(git.Addr, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(git.Addr, ":")
+	}
+	url := "http://" + strings.TrimSpace(gw) + ":" + port + "/gitops.git"
+	t.Setenv("LABCTL_E2E_GIT_TOKEN", "e2e-token-not-a-secret")
+	t.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
+	t.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
+
+	dir := t.TempDir()
+	profile := func(name, extra string) string {
+		f := filepath.Join(dir, name+".yaml")
+		body := `apiVersion: labctl.dev/v1alpha1
+kind: Profile
+metadata: {name: ` + name + `}
+extends: local
+spec:
+  k3d:
+    clusterName: labctl-flux
+    dockerHost: ` + bed.Docker.Host + `
+    image: ` + testbed.K3sImage + `
+    apiHost: 127.0.0.1
+    apiPort: 16447
+    ports:
+      - {hostPort: 18084, containerPort: 80, nodeFilter: loadbalancer}
+      - {hostPort: 18447, containerPort: 443, nodeFilter: loadbalancer}
+  flux:
+    url: ` + url + `
+    branch: main
+    tokenRef: {env: LABCTL_E2E_GIT_TOKEN}
+    version: ` + testbed.FluxVersion + `
+    manifests: ` + filepath.Join(fb.Manifests, "install") + `
+    components: [` + strings.Join(testbed.FluxComponents, ", ") + `]
+` + extra
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	file := profile("flux-e2e", "")
+	l, err := profiles.Loader{}.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(dir, "kubeconfig")
+	cluster := &k3d.Backend{Spec: &l.Spec, Profile: l.Metadata.Name, Kubeconfig: kc}
+	_ = cluster.Delete(ctx)
+	defer func() {
+		_ = cluster.Delete(context.WithoutCancel(ctx))
+		_, _ = bed.Docker.Output(context.WithoutCancel(ctx), "volume", "prune", "-f")
+	}()
+	create := func(name, file string, o commands.CreateOptions) (string, time.Duration, error) {
+		var out bytes.Buffer
+		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now}
+		o.Kubeconfig = kc
+		start := time.Now()
+		err := commands.Create(ctx, e, commands.ProfileArg{File: file}, o)
+		d := time.Since(start)
+		t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
+		return out.String(), d, err
+	}
+	out, first, err := create("create with Flux", file, commands.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "e2e-token-not-a-secret") || strings.Contains(out, "e2e-cloudflare-not-a-token") || strings.Contains(out, "AGE-SECRET-KEY-E2E") {
+		t.Error("a secret reached the output")
+	}
+
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: kc}, &clientcmd.ConfigOverrides{CurrentContext: "flux-e2e"}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := kustomizev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	kcl, err := client.New(rc, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyAt := map[string]time.Time{}
+	for _, k := range append([]string{"flux-system"}, "infrastructure-controllers", "infrastructure-configs", "apps", "monitoring-controllers") {
+		var ks kustomizev1.Kustomization
+		if err := kcl.Get(ctx, client.ObjectKey{Namespace: bootstrap.Namespace, Name: k}, &ks); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready")
+		if c == nil || c.Status != metav1.ConditionTrue {
+			t.Fatalf("%s not Ready: %+v", k, c)
+		}
+		readyAt[k] = c.LastTransitionTime.Time
+	}
+	for _, pair := range [][2]string{{"infrastructure-controllers", "infrastructure-configs"}, {"infrastructure-configs", "apps"}} {
+		if readyAt[pair[1]].Before(readyAt[pair[0]]) {
+			t.Errorf("%s Ready at %s, before %s it depends on (%s)", pair[1], readyAt[pair[1]], pair[0], readyAt[pair[0]])
+		}
+	}
+	t.Logf("Ready transitions: %v", readyAt)
+
+	// A pushed commit is reconciled.
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	changed := strings.Replace(files["infrastructure/configs/base/issuer.yaml"], "letsencrypt-staging", "letsencrypt-e2e", 1)
+	if _, err := repo.Commit(ctx, "change the issuer", map[string]string{"infrastructure/configs/base/issuer.yaml": changed}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		cm, err := cs.CoreV1().ConfigMaps("infrastructure").Get(ctx, "fixture-issuer", metav1.GetOptions{})
+		if err == nil && cm.Data["issuer"] == "letsencrypt-e2e" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pushed commit not reconciled after 3m: %v %v", cm.Data, err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Logf("pushed commit reconciled in %s", time.Since(start).Round(time.Millisecond))
+
+	out, second, err := create("second create", file, commands.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, ", 0 changes") {
+		t.Errorf("second create made changes:\n%s", out)
+	}
+
+	// The same cluster under a production profile: Flux there syncs
+	// clusters/staging, and the bootstrap refuses to re-point it.
+	prod := profile("flux-e2e-prod", "  environment: production\n")
+	if err := os.WriteFile(prod, []byte(strings.Replace(mustRead(t, prod), "    components:", `    path: clusters/production
+    kustomizations:
+      - {name: infrastructure-controllers, path: infrastructure/controllers/production}
+      - {name: infrastructure-configs, path: infrastructure/configs/production, dependsOn: [infrastructure-controllers]}
+      - {name: apps, path: apps/production, dependsOn: [infrastructure-configs]}
+      - {name: monitoring-controllers, path: monitoring/controllers/production}
+    components:`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := create("production profile on the staging cluster", prod, commands.CreateOptions{}); !errors.Is(err, bootstrap.ErrOtherPath) {
+		t.Fatalf("wrong path: %v", err)
+	}
+	t.Logf("timings: create with Flux %s (cluster and every Kustomization Ready), no-op re-run %s, total %s", first.Round(time.Millisecond), second.Round(time.Millisecond), time.Since(total).Round(time.Second))
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
