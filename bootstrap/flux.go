@@ -59,6 +59,8 @@ type Backend struct {
 	Log io.Writer
 	// Timeout bounds each wait (default 5 minutes).
 	Timeout time.Duration
+	// Client, when set, is used instead of one made from Kubeconfig.
+	Client client.Client
 }
 
 func (b *Backend) timeout() time.Duration {
@@ -69,18 +71,30 @@ func (b *Backend) timeout() time.Duration {
 }
 
 func (b *Backend) kube() (client.Client, error) {
+	if b.Client != nil {
+		return b.Client, nil
+	}
 	getter := b.getter()
 	rc, err := getter.ToRESTConfig()
 	if err != nil {
 		return nil, err
 	}
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(rc, client.Options{Scheme: scheme})
+}
+
+// Scheme knows the objects the bootstrap reads and writes.
+func Scheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, kustomizev1.AddToScheme, sourcev1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return nil, err
 		}
 	}
-	return client.New(rc, client.Options{Scheme: scheme})
+	return scheme, nil
 }
 
 func (b *Backend) getter() *genericclioptions.ConfigFlags {

@@ -1,0 +1,105 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/labctl/labctl/profiles"
+)
+
+func spec(t *testing.T, name string) *profiles.Spec {
+	t.Helper()
+	l, err := profiles.Loader{}.Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &l.Spec
+}
+
+func ks(name, path string, ready bool) *kustomizev1.Kustomization {
+	k := &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace, Generation: 1}}
+	k.Spec.Path = path
+	k.Status.ObservedGeneration = 1
+	st := metav1.ConditionFalse
+	if ready {
+		st = metav1.ConditionTrue
+	}
+	k.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: st, Reason: "ReconciliationSucceeded", Message: "Applied revision: main@sha1:0123"}}
+	return k
+}
+
+func cluster(t *testing.T, path string, ready bool, s *profiles.Spec) client.Client {
+	t.Helper()
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Name: "flux-system", Namespace: Namespace}}
+	repo.Spec.URL = s.Flux.URL
+	repo.Spec.Reference = &sourcev1.GitRepositoryRef{Branch: s.Flux.Branch}
+	objs := []client.Object{repo, ks("flux-system", path, true)}
+	for _, k := range s.Flux.Kustomizations {
+		objs = append(objs, ks(k.Name, "./"+k.Path, ready))
+	}
+	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+}
+
+// Observe: nothing installed → run; the profile's path with everything
+// Ready → done; something not Ready → run (and wait); flux-system syncing
+// the other environment's path → refused naming both, unless forced.
+func TestObserveRefusesTheOtherEnvironmentsPath(t *testing.T) {
+	ctx := context.Background()
+	staging, production := spec(t, "staging"), spec(t, "production")
+	scheme, _ := Scheme()
+	empty := fake.NewClientBuilder().WithScheme(scheme).Build()
+	cases := []struct {
+		name  string
+		b     *Backend
+		done  bool
+		err   error
+		inErr string
+	}{
+		{"nothing yet", &Backend{Spec: staging, Client: empty}, false, nil, ""},
+		{"in place and Ready", &Backend{Spec: staging, Client: cluster(t, "./clusters/staging", true, staging)}, true, nil, ""},
+		{"not all Ready", &Backend{Spec: staging, Client: cluster(t, "./clusters/staging", false, staging)}, false, nil, ""},
+		{"production on staging", &Backend{Spec: production, Client: cluster(t, "./clusters/staging", true, staging)}, false, ErrOtherPath, `it syncs "./clusters/staging", the profile wants "./clusters/production"`},
+		{"forced", &Backend{Spec: production, Client: cluster(t, "./clusters/staging", true, staging), Force: true}, false, nil, ""},
+	}
+	for _, c := range cases {
+		done, err := c.b.Observe(ctx)
+		if done != c.done || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) || !strings.Contains(errString(err), c.inErr) {
+			t.Errorf("%s: done=%v err=%v; want done=%v err=%v (%q)", c.name, done, err, c.done, c.err, c.inErr)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// The report lists flux-system first, then each Kustomization after those
+// it depends on.
+func TestReportOrderFollowsDependsOn(t *testing.T) {
+	s := spec(t, "staging")
+	states := []state{{Name: "monitoring-controllers"}, {Name: "apps"}, {Name: "infrastructure-configs"}, {Name: "flux-system"}, {Name: "infrastructure-controllers"}}
+	var names []string
+	for _, st := range ordered(states, s.Flux.Kustomizations) {
+		names = append(names, st.Name)
+	}
+	got := strings.Join(names, " ")
+	want := "flux-system monitoring-controllers infrastructure-controllers infrastructure-configs apps"
+	if got != want {
+		t.Errorf("order %q, want %q", got, want)
+	}
+}
