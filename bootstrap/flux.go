@@ -146,8 +146,8 @@ func (b *Backend) SeedSecret(ctx context.Context, namespace, name string, ref pr
 var ErrOtherPath = errors.New("flux-system already syncs another path")
 
 // Observe reports whether Flux already syncs the profile's repository,
-// branch and path with the flux-system Kustomization Ready and every
-// Kustomization of the profile Ready. A flux-system syncing another path
+// branch and path with flux-system and every Kustomization of the profile
+// Ready (or reconciling a newer commit after having applied one). A flux-system syncing another path
 // is ErrOtherPath unless Force.
 func (b *Backend) Observe(ctx context.Context) (bool, error) {
 	kc, err := b.kube()
@@ -180,8 +180,10 @@ func (b *Backend) Observe(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// In place: every Kustomization Ready, or applied before and now
+	// reconciling a newer commit (Flux doing its job, not labctl's).
 	for _, s := range states {
-		if !s.Ready {
+		if !s.Ready && !s.Reconciling {
 			return false, nil
 		}
 	}
@@ -189,9 +191,11 @@ func (b *Backend) Observe(ctx context.Context) (bool, error) {
 }
 
 type state struct {
-	Name    string
-	Ready   bool
-	Message string
+	Name  string
+	Ready bool
+	// Reconciling: applied before, now working on a newer revision.
+	Reconciling bool
+	Message     string
 }
 
 // states reads flux-system and the profile's Kustomizations.
@@ -213,6 +217,7 @@ func (b *Backend) states(ctx context.Context, kc client.Client) ([]state, error)
 		default:
 			if c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready"); c != nil {
 				st.Ready = c.Status == metav1.ConditionTrue && ks.Status.ObservedGeneration == ks.Generation
+				st.Reconciling = c.Status == metav1.ConditionUnknown && ks.Status.LastAppliedRevision != ""
 				st.Message = c.Reason + ": " + c.Message
 			} else {
 				st.Message = "no Ready condition yet"

@@ -36,7 +36,7 @@ func ks(name, path string, ready bool) *kustomizev1.Kustomization {
 	return k
 }
 
-func cluster(t *testing.T, path string, ready bool, s *profiles.Spec) client.Client {
+func cluster(t *testing.T, path string, ready bool, s *profiles.Spec, mutate ...func(*kustomizev1.Kustomization)) client.Client {
 	t.Helper()
 	scheme, err := Scheme()
 	if err != nil {
@@ -47,7 +47,11 @@ func cluster(t *testing.T, path string, ready bool, s *profiles.Spec) client.Cli
 	repo.Spec.Reference = &sourcev1.GitRepositoryRef{Branch: s.Flux.Branch}
 	objs := []client.Object{repo, ks("flux-system", path, true)}
 	for _, k := range s.Flux.Kustomizations {
-		objs = append(objs, ks(k.Name, "./"+k.Path, ready))
+		o := ks(k.Name, "./"+k.Path, ready)
+		for _, m := range mutate {
+			m(o)
+		}
+		objs = append(objs, o)
 	}
 	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 }
@@ -70,6 +74,7 @@ func TestObserveRefusesTheOtherEnvironmentsPath(t *testing.T) {
 		{"nothing yet", &Backend{Spec: staging, Client: empty}, false, nil, ""},
 		{"in place and Ready", &Backend{Spec: staging, Client: cluster(t, "./clusters/staging", true, staging)}, true, nil, ""},
 		{"not all Ready", &Backend{Spec: staging, Client: cluster(t, "./clusters/staging", false, staging)}, false, nil, ""},
+		{"reconciling a newer commit", &Backend{Spec: staging, Client: reconciling(t, staging)}, true, nil, ""},
 		{"production on staging", &Backend{Spec: production, Client: cluster(t, "./clusters/staging", true, staging)}, false, ErrOtherPath, `it syncs "./clusters/staging", the profile wants "./clusters/production"`},
 		{"forced", &Backend{Spec: production, Client: cluster(t, "./clusters/staging", true, staging), Force: true}, false, nil, ""},
 	}
@@ -102,4 +107,16 @@ func TestReportOrderFollowsDependsOn(t *testing.T) {
 	if got != want {
 		t.Errorf("order %q, want %q", got, want)
 	}
+}
+
+// reconciling is a cluster where apps applied a revision before and is now
+// working on the next one (Ready Unknown, Progressing).
+func reconciling(t *testing.T, s *profiles.Spec) client.Client {
+	t.Helper()
+	return cluster(t, "./clusters/staging", true, s, func(k *kustomizev1.Kustomization) {
+		if k.Name == "apps" {
+			k.Status.LastAppliedRevision = "main@sha1:0123"
+			k.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionUnknown, Reason: "Progressing", Message: "Reconciliation in progress"}}
+		}
+	})
 }

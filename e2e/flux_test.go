@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,7 +146,15 @@ spec:
 		t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
 		return out.String(), d, err
 	}
+	// Watch the Kustomizations while create runs: the first time each is
+	// seen Ready gives their order (a later reconciliation may move a
+	// condition's lastTransitionTime).
+	firstReady := map[string]time.Time{}
+	var watchMu sync.Mutex
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	go watchReady(watchCtx, kc, "flux-e2e", firstReady, &watchMu)
 	out, first, err := create("create with Flux", file, commands.CreateOptions{})
+	stopWatch()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,24 +174,24 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	readyAt := map[string]time.Time{}
 	for _, k := range append([]string{"flux-system"}, "infrastructure-controllers", "infrastructure-configs", "apps", "monitoring-controllers") {
 		var ks kustomizev1.Kustomization
 		if err := kcl.Get(ctx, client.ObjectKey{Namespace: bootstrap.Namespace, Name: k}, &ks); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
-		c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready")
-		if c == nil || c.Status != metav1.ConditionTrue {
+		if c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue {
 			t.Fatalf("%s not Ready: %+v", k, c)
 		}
-		readyAt[k] = c.LastTransitionTime.Time
 	}
+	watchMu.Lock()
 	for _, pair := range [][2]string{{"infrastructure-controllers", "infrastructure-configs"}, {"infrastructure-configs", "apps"}} {
-		if readyAt[pair[1]].Before(readyAt[pair[0]]) {
-			t.Errorf("%s Ready at %s, before %s it depends on (%s)", pair[1], readyAt[pair[1]], pair[0], readyAt[pair[0]])
+		a, b := firstReady[pair[0]], firstReady[pair[1]]
+		if a.IsZero() || b.IsZero() || b.Before(a) {
+			t.Errorf("%s first Ready at %s, %s it depends on at %s", pair[1], b.Format(time.TimeOnly), pair[0], a.Format(time.TimeOnly))
 		}
 	}
-	t.Logf("Ready transitions: %v", readyAt)
+	t.Logf("first seen Ready: %v", firstReady)
+	watchMu.Unlock()
 
 	// A pushed commit is reconciled.
 	cs, err := kubernetes.NewForConfig(rc)
@@ -239,4 +248,34 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// watchReady records, once a second, when each Kustomization in
+// flux-system is first seen Ready.
+func watchReady(ctx context.Context, kubeconfig, context string, first map[string]time.Time, mu *sync.Mutex) {
+	scheme := runtime.NewScheme()
+	_ = kustomizev1.AddToScheme(scheme)
+	for ctx.Err() == nil {
+		time.Sleep(time.Second)
+		rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+		if err != nil {
+			continue
+		}
+		c, err := client.New(rc, client.Options{Scheme: scheme})
+		if err != nil {
+			continue
+		}
+		var list kustomizev1.KustomizationList
+		if err := c.List(ctx, &list, client.InNamespace(bootstrap.Namespace)); err != nil {
+			continue
+		}
+		now := time.Now()
+		mu.Lock()
+		for _, k := range list.Items {
+			if cond := apimeta.FindStatusCondition(k.Status.Conditions, "Ready"); cond != nil && cond.Status == metav1.ConditionTrue && first[k.Name].IsZero() {
+				first[k.Name] = now
+			}
+		}
+		mu.Unlock()
+	}
 }

@@ -75,6 +75,21 @@ func (g *GitServer) NewRepo(ctx context.Context, name, work string) (*Repo, erro
 // Commit writes files (path → content) into the work tree, commits and
 // pushes to the bare repository; it returns the commit hash.
 func (r *Repo) Commit(ctx context.Context, msg string, files map[string]string) (string, error) {
+	git := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", r.Work, "-c", "user.name=labctl test bed", "-c", "user.email=testbed@labctl.invalid"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	// Others (Flux's bootstrap) push too: start from the remote's main
+	// (an empty repository has none yet).
+	if _, err := git("fetch", "-q", r.Bare, "main"); err == nil {
+		if _, err := git("reset", "-q", "--hard", "FETCH_HEAD"); err != nil {
+			return "", err
+		}
+	}
 	for p, content := range files {
 		full := filepath.Join(r.Work, p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
@@ -83,14 +98,6 @@ func (r *Repo) Commit(ctx context.Context, msg string, files map[string]string) 
 		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
 			return "", err
 		}
-	}
-	git := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", r.Work, "-c", "user.name=labctl test bed", "-c", "user.email=testbed@labctl.invalid"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out)), nil
 	}
 	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", msg}, {"push", "-q", r.Bare, "HEAD:main"}} {
 		if _, err := git(args...); err != nil {
