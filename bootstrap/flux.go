@@ -174,6 +174,7 @@ func (b *Backend) Observe(ctx context.Context) (bool, error) {
 		return false, client.IgnoreNotFound(err)
 	}
 	if repo.Spec.URL != b.Spec.Flux.URL || repo.Spec.Reference == nil || repo.Spec.Reference.Branch != b.Spec.Flux.Branch {
+		fmt.Fprintf(b.log(), "Flux syncs %s (%v), the profile wants %s branch %s: bootstrapping again\n", repo.Spec.URL, repo.Spec.Reference, b.Spec.Flux.URL, b.Spec.Flux.Branch)
 		return false, nil
 	}
 	states, err := b.states(ctx, kc)
@@ -184,6 +185,7 @@ func (b *Backend) Observe(ctx context.Context) (bool, error) {
 	// reconciling a newer commit (Flux doing its job, not labctl's).
 	for _, s := range states {
 		if !s.Ready && !s.Reconciling {
+			fmt.Fprintf(b.log(), "Flux is installed; Kustomization %s is not Ready (%s): bootstrapping again\n", s.Name, s.Message)
 			return false, nil
 		}
 	}
@@ -217,7 +219,10 @@ func (b *Backend) states(ctx context.Context, kc client.Client) ([]state, error)
 		default:
 			if c := apimeta.FindStatusCondition(ks.Status.Conditions, "Ready"); c != nil {
 				st.Ready = c.Status == metav1.ConditionTrue && ks.Status.ObservedGeneration == ks.Generation
-				st.Reconciling = c.Status == metav1.ConditionUnknown && ks.Status.LastAppliedRevision != ""
+				// Waiting for a dependency that is itself reconciling
+				// counts too (Ready False, DependencyNotReady).
+				st.Reconciling = ks.Status.LastAppliedRevision != "" &&
+					(c.Status == metav1.ConditionUnknown || c.Reason == "DependencyNotReady")
 				st.Message = c.Reason + ": " + c.Message
 			} else {
 				st.Message = "no Ready condition yet"
