@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -137,14 +136,8 @@ spec:
 		_, _ = bed.Docker.Output(context.WithoutCancel(ctx), "volume", "prune", "-f")
 	}()
 	create := func(name, file string, o commands.CreateOptions) (string, time.Duration, error) {
-		var out bytes.Buffer
-		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now}
 		o.Kubeconfig = kc
-		start := time.Now()
-		err := commands.Create(ctx, e, commands.ProfileArg{File: file}, o)
-		d := time.Since(start)
-		t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
-		return out.String(), d, err
+		return runCreate(t, ctx, name, file, o)
 	}
 	// Watch the Kustomizations while create runs: the first time each is
 	// seen Ready gives their order (a later reconciliation may move a

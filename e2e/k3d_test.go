@@ -79,13 +79,7 @@ spec:
 	}()
 
 	create := func(name, file string) (string, time.Duration, error) {
-		var out bytes.Buffer
-		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now}
-		start := time.Now()
-		err := commands.Create(ctx, e, commands.ProfileArg{File: file}, commands.CreateOptions{NoFlux: true, Kubeconfig: kc})
-		d := time.Since(start)
-		t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
-		return out.String(), d, err
+		return runCreate(t, ctx, name, file, commands.CreateOptions{NoFlux: true, Kubeconfig: kc})
 	}
 	_, first, err := create("first run", file)
 	if err != nil {
@@ -149,4 +143,17 @@ spec:
 		t.Fatal(err)
 	}
 	t.Logf("labctl create %s vs raw k3d cluster run %s: ratio %.2f (labctl also waits for every Node Ready and merges the kubeconfig)", first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
+}
+
+// runCreate runs `labctl create` on a profile file, logs its output and
+// returns it with the wall time.
+func runCreate(t *testing.T, ctx context.Context, name, file string, o commands.CreateOptions) (string, time.Duration, error) {
+	t.Helper()
+	var out bytes.Buffer
+	e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now}
+	start := time.Now()
+	err := commands.Create(ctx, e, commands.ProfileArg{File: file}, o)
+	d := time.Since(start)
+	t.Logf("%s: %s\n%s", name, d.Round(time.Millisecond), out.String())
+	return out.String(), d, err
 }
