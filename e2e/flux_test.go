@@ -199,13 +199,15 @@ spec:
 	if _, err := repo.Commit(ctx, "change the issuer", map[string]string{"infrastructure/configs/base/issuer.yaml": changed}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(3 * time.Minute); ; {
+	// GitRepository flux-system polls every minute; the Kustomizations
+	// follow their dependsOn chain.
+	for deadline := time.Now().Add(5 * time.Minute); ; {
 		cm, err := cs.CoreV1().ConfigMaps("infrastructure").Get(ctx, "fixture-issuer", metav1.GetOptions{})
 		if err == nil && cm.Data["issuer"] == "letsencrypt-e2e" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pushed commit not reconciled after 3m: %v %v", cm.Data, err)
+			t.Fatalf("pushed commit not reconciled after 5m: %v %v", cm.Data, err)
 		}
 		time.Sleep(2 * time.Second)
 	}
