@@ -142,6 +142,29 @@ func (b *Backend) SeedSecret(ctx context.Context, namespace, name string, ref pr
 	return kc.Update(ctx, sec)
 }
 
+// repoint sets an existing flux-system Kustomization's path to the
+// profile's (--force): flux2's bootstrap itself refuses to overwrite a
+// different path, and deleting the Kustomization would prune what it
+// applied, Flux included.
+func (b *Backend) repoint(ctx context.Context, kc client.Client) error {
+	var ks kustomizev1.Kustomization
+	err := kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &ks)
+	if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	want := "./" + strings.TrimPrefix(b.Spec.Flux.Path, "./")
+	if "./"+strings.TrimPrefix(ks.Spec.Path, "./") == want {
+		return nil
+	}
+	fmt.Fprintf(b.log(), "--force: flux-system syncs %q; re-pointing it at %q\n", ks.Spec.Path, want)
+	patch := client.MergeFrom(ks.DeepCopy())
+	ks.Spec.Path = want
+	return kc.Patch(ctx, &ks, patch)
+}
+
 // ErrOtherPath says flux-system already syncs another path.
 var ErrOtherPath = errors.New("flux-system already syncs another path")
 
@@ -271,8 +294,10 @@ func (b *Backend) Install(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.Observe(ctx); err != nil {
-		return err
+	if b.Force {
+		if err := b.repoint(ctx, kc); err != nil {
+			return err
+		}
 	}
 	path := strings.TrimPrefix(f.Path, "./")
 	prov, err := fluxbootstrap.NewPlainGitProvider(gc, kc,

@@ -120,3 +120,25 @@ func reconciling(t *testing.T, s *profiles.Spec) client.Client {
 		}
 	})
 }
+
+// --force re-points an existing flux-system at the profile's path (flux2's
+// bootstrap would refuse otherwise); the same path is left alone.
+func TestForceRepointsFluxSystem(t *testing.T) {
+	ctx := context.Background()
+	staging, production := spec(t, "staging"), spec(t, "production")
+	c := cluster(t, "./clusters/staging", true, staging)
+	b := &Backend{Spec: production, Client: c, Force: true}
+	if err := b.repoint(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	var k kustomizev1.Kustomization
+	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &k); err != nil {
+		t.Fatal(err)
+	}
+	if k.Spec.Path != "./clusters/production" {
+		t.Errorf("path after --force: %q", k.Spec.Path)
+	}
+	if err := b.repoint(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+}

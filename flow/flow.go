@@ -101,22 +101,7 @@ var ErrNoBackend = errors.New("no provider")
 
 // Create builds the create plan for a validated profile.
 func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
-	if o.Kubeconfig == "" {
-		o.Kubeconfig = "~/.kube/config"
-	}
-	if !o.DryRun {
-		if err := b.check(&p.Spec, true); err != nil {
-			return nil, err
-		}
-	}
-	f := &builder{p: p, b: b, o: o, plan: plan.New(p.Metadata.Name)}
-	if p.Spec.K3d != nil {
-		f.k3d()
-	} else {
-		f.cluster(f.machines())
-	}
-	f.flux()
-	return f.plan, nil
+	return build(p, b, o, true)
 }
 
 // Cluster builds Create without Flux: the machines, their prerequisites,
@@ -126,10 +111,14 @@ func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 	if len(p.Spec.Nodes) == 0 && p.Spec.K3d == nil {
 		return nil, fmt.Errorf("profile %s has neither SSH nodes nor a k3d cluster", p.Metadata.Name)
 	}
+	b.NoFlux = true
+	return build(p, b, o, false)
+}
+
+func build(p *profiles.Profile, b Backends, o Options, withFlux bool) (*plan.Plan, error) {
 	if o.Kubeconfig == "" {
 		o.Kubeconfig = "~/.kube/config"
 	}
-	b.NoFlux = true
 	if !o.DryRun {
 		if err := b.check(&p.Spec, true); err != nil {
 			return nil, err
@@ -140,6 +129,9 @@ func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 		f.k3d()
 	} else {
 		f.cluster(f.machines())
+	}
+	if withFlux {
+		f.flux()
 	}
 	return f.plan, nil
 }
