@@ -215,15 +215,36 @@ func ProfilesValidate(e Env, args []ProfileArg) error {
 	return nil
 }
 
+// PlanOptions shape `labctl plan`.
+type PlanOptions struct {
+	// Observe reads the profile's Proxmox VE (read-only) so the plan
+	// shows what exists, and what drifted, instead of assuming nothing.
+	Observe bool
+	Proxmox ProxmoxOptions
+}
+
 // Plan prints the full create flow for a profile: every step in order,
-// which run in parallel, and the changes each would make. Nothing is
-// contacted: the plan assumes fresh machines.
-func Plan(ctx context.Context, e Env, a ProfileArg) error {
+// which run in parallel, and the changes each would make. Without Observe
+// nothing is contacted: the plan assumes fresh machines.
+func Plan(ctx context.Context, e Env, a ProfileArg, o PlanOptions) error {
 	l, err := e.Load(a)
 	if err != nil {
 		return err
 	}
-	p, err := flow.Create(&l.Profile, flow.Backends{}, flow.Options{DryRun: true})
+	var b flow.Backends
+	footer := "State not observed: the plan assumes fresh machines."
+	if o.Observe {
+		if l.Spec.Proxmox == nil {
+			return fmt.Errorf("profile %s: --observe reads Proxmox VE, and this profile has no proxmox section", l.Metadata.Name)
+		}
+		vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
+		if err != nil {
+			return err
+		}
+		b.VMs = vms
+		footer = fmt.Sprintf("VMs observed at %s; hosts, K3s and Flux not observed: their steps assume fresh machines.", vms.Client.Endpoint)
+	}
+	p, err := flow.Create(&l.Profile, b, flow.Options{DryRun: true})
 	if err != nil {
 		return err
 	}
@@ -240,7 +261,7 @@ func Plan(ctx context.Context, e Env, a ProfileArg) error {
 		if err := plan.WritePlan(e.Stdout, events); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.Stdout, "Profile %s from %s. State not observed: the plan assumes fresh machines.\n", l.Metadata.Name, strings.Join(l.Sources, " + "))
+		fmt.Fprintf(e.Stdout, "Profile %s from %s. %s\n", l.Metadata.Name, strings.Join(l.Sources, " + "), footer)
 	default:
 		return fmt.Errorf("output %q: want text or json", e.Output)
 	}

@@ -32,11 +32,14 @@ type CreateOptions struct {
 	StateDir string
 	// Parallel bounds the steps running at once.
 	Parallel int
+	// Proxmox shapes the VM provider of a profile with spec.proxmox.
+	Proxmox ProxmoxOptions
 }
 
-// Create runs the create flow on hosts that already exist: host
-// prerequisites, K3s (initialise or join, one server at a time), the
-// kubeconfig. Re-running it converges: finished steps are skipped.
+// Create runs the create flow: the VMs on Proxmox VE when the profile has
+// spec.proxmox (else the hosts are taken as given), host prerequisites,
+// K3s (initialise or join, one server at a time), the kubeconfig, Flux.
+// Re-running it converges: finished steps are skipped.
 func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 	l, err := e.Load(a)
 	if err != nil {
@@ -46,8 +49,13 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 		return createK3d(ctx, e, l, o)
 	}
 	s := &l.Spec
+	var backends flow.Backends
 	if s.Proxmox != nil {
-		return fmt.Errorf("profile %s creates Proxmox VMs, which this build cannot do yet; for hosts that already exist, extend it with `proxmox: null`", l.Metadata.Name)
+		vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
+		if err != nil {
+			return err
+		}
+		backends.VMs = vms
 	}
 	if o.StateDir == "" {
 		if o.StateDir, err = k3s.StateDir(); err != nil {
@@ -72,7 +80,8 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 		hosts.DataPath = s.Storage.Longhorn.DataPath
 	}
 	kb := &k3s.Backend{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: token, Kubeconfig: o.Kubeconfig}
-	rep, err := e.runCluster(ctx, l, flow.Backends{Hosts: hosts, K3s: kb}, o)
+	backends.Hosts, backends.K3s = hosts, kb
+	rep, err := e.runCluster(ctx, l, backends, o)
 	if err != nil {
 		return err
 	}

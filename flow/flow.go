@@ -20,10 +20,13 @@ import (
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/prereq"
+	"github.com/labctl/labctl/provision/proxmox"
 )
 
 // VMs creates the nodes' virtual machines (provision/proxmox).
 type VMs interface {
+	// ObserveVM reports the node's VM as Proxmox has it.
+	ObserveVM(ctx context.Context, n profiles.Node) (proxmox.State, error)
 	CloneVM(ctx context.Context, n profiles.Node) error
 	ConfigureVM(ctx context.Context, n profiles.Node) error
 	StartVM(ctx context.Context, n profiles.Node) error
@@ -191,15 +194,12 @@ func (f *builder) machines() map[string]string {
 	for _, n := range s.Nodes {
 		if s.Proxmox != nil {
 			clone, start := "vm-clone/"+n.Name, "vm-start/"+n.Name
-			f.plan.Add(plan.Step{
+			var vm *proxmox.State // observed by the clone step's Check
+			cloneStep := plan.Step{
 				ID: clone, Title: "Clone and configure VM", Host: n.Name,
-				Run: func(ctx context.Context, x *plan.Exec) error {
-					if err := x.Wet(cloneChange(s, n), func(ctx context.Context) error { return f.b.VMs.CloneVM(ctx, n) }); err != nil {
-						return err
-					}
-					return x.Wet(configureChange(s, n), func(ctx context.Context) error { return f.b.VMs.ConfigureVM(ctx, n) })
-				},
-			}, plan.Step{
+				Run: func(ctx context.Context, x *plan.Exec) error { return f.cloneVM(ctx, x, n, vm) },
+			}
+			startStep := plan.Step{
 				ID: start, Title: "Start VM and wait for SSH", Host: n.Name, After: []string{clone},
 				Run: func(ctx context.Context, x *plan.Exec) error {
 					if err := x.Wet("start VM "+vmRef(n), func(ctx context.Context) error { return f.b.VMs.StartVM(ctx, n) }); err != nil {
@@ -207,7 +207,28 @@ func (f *builder) machines() map[string]string {
 					}
 					return x.Wait(fmt.Sprintf("SSH on %s:%d", n.Address, s.SSH.Port), func(ctx context.Context) error { return f.b.Hosts.WaitSSH(ctx, n) })
 				},
-			})
+			}
+			if f.b.VMs != nil {
+				cloneStep.Check = func(ctx context.Context, log func(string)) (bool, error) {
+					st, err := f.b.VMs.ObserveVM(ctx, n)
+					if err != nil {
+						return false, err
+					}
+					vm = &st
+					for _, note := range st.Notes {
+						log(note)
+					}
+					return st.Exists && st.Lock == "" && st.Configured && len(st.Drift) == 0, nil
+				}
+				startStep.Check = func(ctx context.Context, log func(string)) (bool, error) {
+					if x := vm; x != nil && !x.Exists {
+						return false, nil // not cloned yet (a plan): it will be started
+					}
+					st, err := f.b.VMs.ObserveVM(ctx, n)
+					return st.Running, err
+				}
+			}
+			f.plan.Add(cloneStep, startStep)
 			ready[n.Name] = start
 		}
 		if s.Storage.Longhorn == nil {
@@ -328,6 +349,30 @@ func (f *builder) cluster(ready map[string]string) {
 		current = func(ctx context.Context, _ func(string)) (bool, error) { return f.b.K3s.KubeconfigCurrent(ctx) }
 	}
 	f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), func(ctx context.Context) error { return f.b.K3s.WriteKubeconfig(ctx) }, current)
+}
+
+// cloneVM clones and configures the node's VM from what the step's Check
+// observed (nil when nothing was: a plan of fresh machines).
+func (f *builder) cloneVM(ctx context.Context, x *plan.Exec, n profiles.Node, vm *proxmox.State) error {
+	s := &f.p.Spec
+	configure := func(what string) error {
+		return x.Wet(what, func(ctx context.Context) error { return f.b.VMs.ConfigureVM(ctx, n) })
+	}
+	switch {
+	case vm == nil || !vm.Exists:
+		if err := x.Wet(cloneChange(s, n), func(ctx context.Context) error { return f.b.VMs.CloneVM(ctx, n) }); err != nil {
+			return err
+		}
+		return configure(configureChange(s, n))
+	case vm.Lock != "":
+		return vm.Problem(n, s.Proxmox.Node)
+	case !vm.Managed:
+		return configure(fmt.Sprintf("take over VM %d %q, which labctl did not create (needs --apply-drift): %s", vm.VMID, n.Name, vm.DriftSummary()))
+	case !vm.Configured:
+		x.Log(fmt.Sprintf("VM %d was cloned by an interrupted run: adopting it", vm.VMID))
+		return configure(configureChange(s, profiles.Node{Name: n.Name, Address: n.Address, Role: n.Role, VMID: vm.VMID}))
+	}
+	return configure(fmt.Sprintf("change VM %d %q to match the profile (drift; needs --apply-drift): %s", vm.VMID, n.Name, vm.DriftSummary()))
 }
 
 // installK3s writes the node's K3s config, runs the installer and waits

@@ -13,6 +13,7 @@ import (
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/prereq"
+	"github.com/labctl/labctl/provision/proxmox"
 )
 
 // recorder implements every provider interface by logging the call; it
@@ -33,6 +34,23 @@ func (r *recorder) log(format string, args ...any) error {
 }
 
 func (r *recorder) wait() error { r.mu.Lock(); defer r.mu.Unlock(); r.waits++; return nil }
+
+// ObserveVM reports what the recorded calls made: a VM exists once
+// configured, and runs once started.
+func (r *recorder) ObserveVM(_ context.Context, n profiles.Node) (proxmox.State, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st proxmox.State
+	for _, c := range r.calls {
+		switch c {
+		case "ConfigureVM " + n.Name:
+			st.Exists, st.Managed, st.Configured = true, true, true
+		case "StartVM " + n.Name:
+			st.Running = true
+		}
+	}
+	return st, nil
+}
 
 func (r *recorder) CloneVM(_ context.Context, n profiles.Node) error {
 	return r.log("CloneVM %s", n.Name)

@@ -55,6 +55,7 @@ type usageError struct{ error }
 
 func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: commands.OutputText, Usage: "text or json"}
+	insecureFlag := &cli.BoolFlag{Name: "proxmox-insecure", Usage: "do not verify the Proxmox API's TLS certificate (prefer proxmox.caFile or proxmox.fingerprint)"}
 	fileFlag := &cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the profile from `FILE` instead of by name"}
 	env := func(c *cli.Context) commands.Env {
 		return commands.Env{
@@ -141,18 +142,19 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "plan",
 				Usage:     "show the ordered create flow for a profile and what each step would change",
 				ArgsUsage: "NAME | -f FILE",
-				Flags:     []cli.Flag{fileFlag, outputFlag},
+				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
+					&cli.BoolFlag{Name: "observe", Usage: "read the profile's Proxmox VE (read-only) and plan from what exists, showing drift"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Plan(c.Context, env(c), a)
+					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{
 				Name:      "create",
-				Usage:     "create the cluster: a k3d cluster, or K3s on hosts that already exist (prerequisites, K3s, kubeconfig); re-running converges",
+				Usage:     "create the cluster: a k3d cluster, or K3s on Proxmox VMs or given hosts (VMs, prerequisites, K3s, kubeconfig), then Flux; re-running converges",
 				ArgsUsage: "NAME | -f FILE",
 				Flags: []cli.Flag{fileFlag, outputFlag,
 					&cli.BoolFlag{Name: "no-flux", Usage: "create the cluster without bootstrapping Flux"},
@@ -160,7 +162,9 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
 					&cli.StringFlag{Name: "state-dir", Usage: "keep the cluster token under `DIR` (default ~/.local/state/labctl)"},
-					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "run at most `N` steps at once"}},
+					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "run at most `N` steps at once"},
+					insecureFlag,
+					&cli.BoolFlag{Name: "apply-drift", Usage: "change existing VMs whose config differs from the profile (see `labctl plan --observe`)"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
@@ -169,14 +173,15 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					return commands.Create(c.Context, env(c), a, commands.CreateOptions{
 						NoFlux: c.Bool("no-flux"), Force: c.Bool("force"), AcceptNewHostKeys: c.Bool("accept-new-host-keys"),
 						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Parallel: c.Int("parallel"),
+						Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure"), ApplyDrift: c.Bool("apply-drift")},
 					})
 				},
 			},
 			{
 				Name:      "destroy",
-				Usage:     "delete the profile's k3d cluster (containers, network, volumes) and its kubeconfig context",
+				Usage:     "delete the profile's k3d cluster (containers, network, volumes) or Proxmox VMs (purged), and its kubeconfig context",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag,
+				Flags: []cli.Flag{fileFlag, insecureFlag,
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "remove the context from `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
 				Action: func(c *cli.Context) error {
@@ -184,7 +189,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					if err != nil {
 						return err
 					}
-					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig")})
+					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{

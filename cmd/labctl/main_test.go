@@ -94,6 +94,7 @@ func TestPlanProductionOrdersJoinsOneAtATime(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Setenv("PROXMOX_VE_ENDPOINT", "") // never a real Proxmox from a test
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -106,11 +107,14 @@ func TestExitCodes(t *testing.T) {
 		{"missing file", []string{"plan", "-f", "testdata/nope.yaml"}, 1, "no such file"},
 		{"bad completion shell", []string{"completion", "tcsh"}, 2, "want bash, zsh or fish"},
 		{"invalid profile file", []string{"plan", "-f", "testdata/inline-secret.yaml"}, 1, "inline secret values are not allowed"},
-		{"create needs Proxmox", []string{"create", "production", "--no-flux"}, 1, "creates Proxmox VMs, which this build cannot do yet"},
+		{"create without a Proxmox endpoint", []string{"create", "production", "--no-flux"}, 1, "no Proxmox API endpoint: set proxmox.endpoint in the profile or export PROXMOX_VE_ENDPOINT"},
+		{"plan --observe without a token", []string{"plan", "-f", "testdata/pve-no-token.yaml", "--observe"}, 1, "proxmox.tokenRef: environment variable LABCTL_TEST_NO_SUCH_TOKEN: secret not found"},
+		{"plan --observe of a k3d profile", []string{"plan", "staging", "--observe"}, 1, "--observe reads Proxmox VE, and this profile has no proxmox section"},
 		{"preflight of a k3d profile", []string{"preflight", "staging"}, 1, "labctl preflight works on SSH nodes; profile staging is a k3d cluster"},
 		{"destroy unconfirmed", []string{"destroy", "local"}, 1, `destroy local: not confirmed (type "local", or pass --yes)`},
 		{"destroy given hosts", []string{"destroy", "-f", "testdata/given-hosts.yaml", "--yes"}, 1, "its hosts were given, not created by labctl: nothing to destroy"},
-		{"destroy Proxmox", []string{"destroy", "production", "--yes"}, 1, "destroying Proxmox VMs is not in this build"},
+		{"destroy Proxmox unconfirmed", []string{"destroy", "production"}, 1, `destroy production: not confirmed (type "production", or pass --yes)`},
+		{"destroy Proxmox without an endpoint", []string{"destroy", "production", "--yes"}, 1, "no Proxmox API endpoint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, errOut, code := labctl(t, tc.args...)

@@ -1,11 +1,15 @@
 package remote
 
 import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // the known_hosts hash format is HMAC-SHA1
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -129,3 +133,68 @@ type probeKey struct{}
 func (probeKey) Type() string                        { return "labctl-probe" }
 func (probeKey) Marshal() []byte                     { return []byte("labctl-probe") }
 func (probeKey) Verify([]byte, *ssh.Signature) error { return errors.New("probe key") }
+
+// ForgetHostKeys removes the known_hosts lines of hosts (addresses as
+// knownhosts.Normalize writes them, e.g. "10.0.40.101" or "[h]:2222"),
+// plain or hashed. A destroyed VM's successor has a new key, which would
+// otherwise be refused as changed. It returns how many lines went.
+func ForgetHostKeys(file string, hosts []string) (int, error) {
+	p, err := profiles.ExpandHome(file)
+	if err != nil {
+		return 0, err
+	}
+	knownHostsMu.Lock()
+	defer knownHostsMu.Unlock()
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	var keep strings.Builder
+	removed := 0
+	for _, line := range lines {
+		if matchesHost(line, hosts) {
+			removed++
+			continue
+		}
+		keep.WriteString(line)
+	}
+	if removed == 0 {
+		return 0, nil
+	}
+	return removed, os.WriteFile(p, []byte(keep.String()), 0o600)
+}
+
+func matchesHost(line string, hosts []string) bool {
+	f := strings.Fields(line)
+	if len(f) < 3 || strings.HasPrefix(f[0], "#") || strings.HasPrefix(f[0], "@") {
+		return false
+	}
+	for _, pattern := range strings.Split(f[0], ",") {
+		for _, h := range hosts {
+			if pattern == h || hashedMatch(pattern, h) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hashedMatch checks a HashKnownHosts entry, |1|salt|hmac-sha1(host).
+func hashedMatch(pattern, host string) bool {
+	parts := strings.Split(pattern, "|")
+	if len(parts) != 4 || parts[1] != "1" {
+		return false
+	}
+	salt, err1 := base64.StdEncoding.DecodeString(parts[2])
+	want, err2 := base64.StdEncoding.DecodeString(parts[3])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	mac := hmac.New(sha1.New, salt)
+	mac.Write([]byte(host))
+	return hmac.Equal(mac.Sum(nil), want)
+}
