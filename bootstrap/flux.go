@@ -5,9 +5,11 @@
 // sync (GitRepository + Kustomization flux-system) follows; then labctl
 // waits for the repository's Kustomizations in their dependsOn order.
 //
-// Auth in this build: a token over HTTP(S) (spec.flux.tokenRef), used for
-// labctl's push and as Flux's source secret. SSH deploy keys are refused
-// with that reason.
+// Auth: an SSH deploy key for an ssh:// URL (spec.flux.deployKeyRef, or
+// one labctl generates and keeps per profile, printing its public half),
+// with the git host's key taken from known_hosts, never trusted on first
+// use; or a token over HTTP(S) (spec.flux.tokenRef). The same credentials
+// push labctl's commit and become Flux's source secret.
 package bootstrap
 
 import (
@@ -61,6 +63,8 @@ type Backend struct {
 	Timeout time.Duration
 	// Client, when set, is used instead of one made from Kubeconfig.
 	Client client.Client
+	// KeyDir keeps generated deploy keys, one per profile (Context).
+	KeyDir string
 }
 
 func (b *Backend) timeout() time.Duration {
@@ -261,26 +265,41 @@ func (b *Backend) states(ctx context.Context, kc client.Client) ([]state, error)
 // the controllers and the flux-system GitRepository and Kustomization.
 func (b *Backend) Install(ctx context.Context) error {
 	f := b.Spec.Flux
-	if !strings.HasPrefix(f.URL, "http://") && !strings.HasPrefix(f.URL, "https://") {
-		return fmt.Errorf("spec.flux.url %q: this build bootstraps over HTTP(S) with spec.flux.tokenRef; SSH deploy keys are not in it yet", f.URL)
-	}
-	if f.TokenRef == nil {
-		return fmt.Errorf("spec.flux.tokenRef is required to push to %s", f.URL)
-	}
-	token, err := b.secret(*f.TokenRef)
-	if err != nil {
-		return fmt.Errorf("spec.flux.tokenRef: %w", err)
-	}
 	u, err := url.Parse(f.URL)
 	if err != nil {
-		return err
+		return fmt.Errorf("spec.flux.url: %w", err)
+	}
+	var auth *git.AuthOptions
+	var sourceSecret *corev1.Secret // set for SSH: labctl writes it
+	var key DeployKey
+	ss := sourcesecret.MakeDefaultOptions()
+	ss.Name, ss.Namespace = "flux-system", Namespace
+	switch u.Scheme {
+	case "ssh":
+		if auth, sourceSecret, key, err = b.sshAuth(u); err != nil {
+			return err
+		}
+		if key.Generated {
+			fmt.Fprintf(b.log(), "generated a deploy key for %s; add it to the repository with write access:\n  %s\n", f.URL, key.Public)
+		}
+	case "http", "https":
+		if f.TokenRef == nil {
+			return fmt.Errorf("spec.flux.tokenRef is required to push to %s", f.URL)
+		}
+		token, err := b.secret(*f.TokenRef)
+		if err != nil {
+			return fmt.Errorf("spec.flux.tokenRef: %w", err)
+		}
+		auth = &git.AuthOptions{Transport: git.TransportType(u.Scheme), Host: u.Host, Username: f.Username, Password: token}
+		ss.Username, ss.Password = f.Username, token
+	default:
+		return fmt.Errorf("spec.flux.url %q: want ssh:// (deploy key) or http(s):// (token)", f.URL)
 	}
 	work, err := os.MkdirTemp("", "labctl-flux-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	auth := &git.AuthOptions{Transport: git.TransportType(u.Scheme), Host: u.Host, Username: f.Username, Password: token}
 	opts := []gogit.ClientOption{gogit.WithDiskStorage()}
 	if u.Scheme == "http" {
 		opts = append(opts, gogit.WithInsecureCredentialsOverHTTP())
@@ -293,6 +312,11 @@ func (b *Backend) Install(ctx context.Context) error {
 	kc, err := b.kube()
 	if err != nil {
 		return err
+	}
+	if sourceSecret != nil {
+		if err := applySourceSecret(ctx, kc, sourceSecret); err != nil {
+			return fmt.Errorf("source secret %s/flux-system: %w", Namespace, err)
+		}
 	}
 	if b.Force {
 		if err := b.repoint(ctx, kc); err != nil {
@@ -327,12 +351,13 @@ func (b *Backend) Install(ctx context.Context) error {
 		}
 		defer os.RemoveAll(base)
 	}
-	ss := sourcesecret.MakeDefaultOptions()
-	ss.Name, ss.Namespace, ss.Username, ss.Password = "flux-system", Namespace, f.Username, token
 	so := sync.MakeDefaultOptions()
 	so.Name, so.Namespace, so.URL, so.Branch, so.Secret, so.TargetPath = "flux-system", Namespace, f.URL, f.Branch, "flux-system", path
 	so.Interval = time.Minute
 	if err := fluxbootstrap.Run(ctx, prov, base, io, ss, so, 2*time.Second, b.timeout()); err != nil {
+		if key.Public != "" && (strings.Contains(err.Error(), "unable to authenticate") || strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "authentication required")) {
+			return fmt.Errorf("flux bootstrap: %w\nthe deploy key may lack write access to %s; its public half:\n  %s", err, f.URL, key.Public)
+		}
 		return fmt.Errorf("flux bootstrap: %w", err)
 	}
 	return nil

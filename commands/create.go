@@ -28,7 +28,8 @@ type CreateOptions struct {
 	AcceptNewHostKeys bool
 	// Kubeconfig is the file the context is merged into.
 	Kubeconfig string
-	// StateDir holds the cluster token; default k3s.StateDir().
+	// StateDir holds the cluster token and a generated Flux deploy key;
+	// default k3s.StateDir().
 	StateDir string
 	// Parallel bounds the steps running at once.
 	Parallel int
@@ -107,7 +108,14 @@ func (e Env) runCluster(ctx context.Context, l *profiles.Loaded, b flow.Backends
 	build := flow.Cluster
 	if !o.NoFlux {
 		build = flow.Create
-		b.Flux = &bootstrap.Backend{Spec: &l.Spec, Kubeconfig: o.Kubeconfig, Context: l.Metadata.Name, Lookup: os.LookupEnv, Force: o.Force, Log: e.Stderr}
+		keyDir := o.StateDir
+		if keyDir == "" {
+			var err error
+			if keyDir, err = k3s.StateDir(); err != nil {
+				return nil, err
+			}
+		}
+		b.Flux = &bootstrap.Backend{Spec: &l.Spec, Kubeconfig: o.Kubeconfig, Context: l.Metadata.Name, Lookup: os.LookupEnv, Force: o.Force, Log: e.Stderr, KeyDir: keyDir}
 	}
 	p, err := build(&l.Profile, b, flow.Options{Kubeconfig: o.Kubeconfig})
 	if err != nil {

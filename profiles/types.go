@@ -236,6 +236,9 @@ type Flux struct {
 	// DeployKeyRef is an SSH private key with access to URL; without it
 	// labctl generates one and prints its public half.
 	DeployKeyRef *SecretRef `yaml:"deployKeyRef,omitempty" json:"deployKeyRef,omitempty"`
+	// KnownHostsFile holds the git host's SSH key for an ssh:// URL
+	// (default ~/.ssh/known_hosts); labctl and Flux both check it.
+	KnownHostsFile string `yaml:"knownHostsFile,omitempty" json:"knownHostsFile,omitempty"`
 	// TokenRef authenticates as Username (default "git") over HTTP(S), for
 	// labctl's push and for Flux's GitRepository.
 	TokenRef *SecretRef `yaml:"tokenRef,omitempty" json:"tokenRef,omitempty"`

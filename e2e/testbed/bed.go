@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -48,6 +49,7 @@ type Bed struct {
 
 	opts  Options
 	dir   string
+	mu    sync.Mutex // guards nodes: VMs start in parallel
 	nodes map[string]*Node
 }
 
@@ -144,6 +146,38 @@ func (b *Bed) makeKey() error {
 // waits for systemd and sshd, installs the bed's key for root, SudoUser
 // and PasswordUser, and reads the node's host key.
 func (b *Bed) StartNode(ctx context.Context, name, ip string) (*Node, error) {
+	pub, err := os.ReadFile(b.KeyFile + ".pub")
+	if err != nil {
+		return nil, err
+	}
+	install := fmt.Sprintf(`set -e
+for u in root %[1]s %[2]s; do
+  h=$(getent passwd "$u" | cut -d: -f6)
+  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
+  install -m 600 -o "$u" -g "$u" /dev/stdin "$h/.ssh/authorized_keys" < /tmp/key
+done
+rm /tmp/key`, SudoUser, PasswordUser)
+	return b.startNode(ctx, name, ip, string(pub), install)
+}
+
+// StartCloudInitNode starts a node as a cloud-init VM boots: user is
+// created if missing, with sudo without a password (cloud-init's default
+// user), and gets keys as its only authorized keys; root gets none.
+func (b *Bed) StartCloudInitNode(ctx context.Context, name, ip, user string, keys []string) (*Node, error) {
+	install := fmt.Sprintf(`set -e
+id -u %[1]q >/dev/null 2>&1 || useradd -m -s /bin/bash %[1]q
+echo %[1]q' ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users
+chmod 0440 /etc/sudoers.d/90-cloud-init-users
+h=$(getent passwd %[1]q | cut -d: -f6)
+install -d -m 700 -o %[1]q -g %[1]q "$h/.ssh"
+install -m 600 -o %[1]q -g %[1]q /tmp/key "$h/.ssh/authorized_keys"
+rm -f /tmp/key /root/.ssh/authorized_keys`, user)
+	return b.startNode(ctx, name, ip, strings.Join(keys, "\n")+"\n", install)
+}
+
+// startNode runs the container, waits for systemd, writes keys to /tmp/key
+// and runs install, then reads the host key and waits for sshd.
+func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*Node, error) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil || !b.Subnet.Contains(addr) {
 		return nil, fmt.Errorf("node %s: address %q is not in the bed subnet %s", name, ip, b.Subnet)
@@ -164,22 +198,13 @@ func (b *Bed) StartNode(ctx context.Context, name, ip string) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{Name: name, IP: ip}
+	b.mu.Lock()
 	b.nodes[name] = n
+	b.mu.Unlock()
 	if err := b.waitSystemd(ctx, n); err != nil {
 		return nil, err
 	}
-	pub, err := os.ReadFile(b.KeyFile + ".pub")
-	if err != nil {
-		return nil, err
-	}
-	install := fmt.Sprintf(`set -e
-for u in root %[1]s %[2]s; do
-  h=$(getent passwd "$u" | cut -d: -f6)
-  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
-  install -m 600 -o "$u" -g "$u" /dev/stdin "$h/.ssh/authorized_keys" < /tmp/key
-done
-rm /tmp/key`, SudoUser, PasswordUser)
-	if _, err := b.Docker.Input(ctx, strings.NewReader(string(pub)), "exec", "-i", cname, "sh", "-c", "cat > /tmp/key"); err != nil {
+	if _, err := b.Docker.Input(ctx, strings.NewReader(keys), "exec", "-i", cname, "sh", "-c", "cat > /tmp/key"); err != nil {
 		return nil, err
 	}
 	if _, err := b.Exec(ctx, name, "sh", "-c", install); err != nil {
@@ -245,13 +270,17 @@ func (b *Bed) Kill(ctx context.Context, node string) error {
 
 // RemoveNode deletes a node container.
 func (b *Bed) RemoveNode(ctx context.Context, node string) error {
+	b.mu.Lock()
 	delete(b.nodes, node)
+	b.mu.Unlock()
 	_, err := b.Docker.Output(ctx, "rm", "-f", "-v", b.opts.Name+"-"+node)
 	return err
 }
 
 // KnownHosts renders a known_hosts file for the nodes.
 func (b *Bed) KnownHosts() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var out []byte
 	for _, n := range b.nodes {
 		line := n.IP + " " + string(ssh.MarshalAuthorizedKey(n.HostKey))

@@ -168,6 +168,29 @@ func ForgetHostKeys(file string, hosts []string) (int, error) {
 	return removed, os.WriteFile(p, []byte(keep.String()), 0o600)
 }
 
+// KnownHostsLines returns the lines of file that hold keys for hosts
+// (plain or hashed; markers and comments skipped).
+func KnownHostsLines(file string, hosts ...string) ([]string, error) {
+	p, err := profiles.ExpandHome(file)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if matchesHost(line, hosts) {
+			if !strings.HasSuffix(line, "\n") {
+				line += "\n"
+			}
+			out = append(out, line)
+		}
+	}
+	return out, nil
+}
+
 func matchesHost(line string, hosts []string) bool {
 	f := strings.Fields(line)
 	if len(f) < 3 || strings.HasPrefix(f[0], "#") || strings.HasPrefix(f[0], "@") {

@@ -69,16 +69,16 @@ func TestNonZeroExitNamesHostCommandAndStderr(t *testing.T) {
 func TestUnknownHostIsRefusedUnlessAcceptedThenRecorded(t *testing.T) {
 	s := newSSHD(t).start()
 	cfg := s.config()
-	cfg.KnownHostsFile = s.knownHosts(nil)
+	cfg.KnownHostsFile = s.KnownHosts(nil)
 	_, err := Dial(context.Background(), cfg, nil)
-	if !errors.Is(err, ErrHostKeyUnknown) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(s.hostKey)) {
+	if !errors.Is(err, ErrHostKeyUnknown) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(s.HostKey)) {
 		t.Fatalf("err = %v, want ErrHostKeyUnknown with the offered fingerprint", err)
 	}
 	cfg.AcceptNewHostKeys = true
 	h := dial(t, cfg, nil)
 	_ = h.Close()
 	data, _ := os.ReadFile(cfg.KnownHostsFile)
-	if !strings.Contains(string(data), fmt.Sprintf("[127.0.0.1]:%d ssh-ed25519", s.port)) {
+	if !strings.Contains(string(data), fmt.Sprintf("[127.0.0.1]:%d ssh-ed25519", s.Port)) {
 		t.Fatalf("known_hosts = %q", data)
 	}
 	cfg.AcceptNewHostKeys = false // now known: strict mode connects
@@ -91,18 +91,18 @@ func TestChangedHostKeyIsRefusedNamingBothFingerprints(t *testing.T) {
 	pub, _ := os.ReadFile(other + ".pub")
 	otherKey, _, _, _, _ := ssh.ParseAuthorizedKey(pub)
 	cfg := s.config()
-	cfg.KnownHostsFile = s.knownHosts(otherKey)
+	cfg.KnownHostsFile = s.KnownHosts(otherKey)
 	cfg.AcceptNewHostKeys = true // never overrides a mismatch
 	_, err := Dial(context.Background(), cfg, nil)
 	if !errors.Is(err, ErrHostKeyMismatch) {
 		t.Fatalf("err = %v, want ErrHostKeyMismatch", err)
 	}
-	for _, want := range []string{"loopback", ssh.FingerprintSHA256(s.hostKey), ssh.FingerprintSHA256(otherKey)} {
+	for _, want := range []string{"loopback", ssh.FingerprintSHA256(s.HostKey), ssh.FingerprintSHA256(otherKey)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message lacks %q: %v", want, err)
 		}
 	}
-	if s.accepted() != 0 {
+	if s.Accepted() != 0 {
 		t.Error("authenticated to a host whose key did not match")
 	}
 }
@@ -155,7 +155,7 @@ func TestPoolMakesOneConnectionPerHostForManyCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := s.accepted(); got != 1 {
+	if got := s.Accepted(); got != 1 {
 		t.Fatalf("sshd accepted %d connections for 20 commands, want 1", got)
 	}
 	for k, n := range p.Connections() {
@@ -193,26 +193,26 @@ func TestJumpHostForwardsToTheTarget(t *testing.T) {
 	cfg := target.config()
 	// One known_hosts for both, as a user's would be.
 	kh := filepath.Join(t.TempDir(), "known_hosts")
-	lines := fmt.Sprintf("[127.0.0.1]:%d %s[127.0.0.1]:%d %s", jump.port, ssh.MarshalAuthorizedKey(jump.hostKey), target.port, ssh.MarshalAuthorizedKey(target.hostKey))
+	lines := fmt.Sprintf("[127.0.0.1]:%d %s[127.0.0.1]:%d %s", jump.Port, ssh.MarshalAuthorizedKey(jump.HostKey), target.Port, ssh.MarshalAuthorizedKey(target.HostKey))
 	if err := os.WriteFile(kh, []byte(lines), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg.KnownHostsFile = kh
 	// Both servers authorise the same client key.
-	b, _ := os.ReadFile(filepath.Join(target.dir, "authorized_keys"))
-	if err := os.WriteFile(filepath.Join(jump.dir, "authorized_keys"), b, 0o600); err != nil {
+	b, _ := os.ReadFile(filepath.Join(target.Dir, "authorized_keys"))
+	if err := os.WriteFile(filepath.Join(jump.Dir, "authorized_keys"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg.JumpHost = fmt.Sprintf("%s@127.0.0.1:%d", jump.user, jump.port)
+	cfg.JumpHost = fmt.Sprintf("%s@127.0.0.1:%d", jump.User, jump.Port)
 	h := dial(t, cfg, nil)
 	if _, err := h.Run(context.Background(), Cmd{Script: "true"}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(jump.log.String(), fmt.Sprintf("127.0.0.1 port %d", target.port)) && !strings.Contains(jump.log.String(), "direct-tcpip") {
-		t.Logf("jump log: %s", jump.log.String())
+	if !strings.Contains(jump.Log(), fmt.Sprintf("127.0.0.1 port %d", target.Port)) && !strings.Contains(jump.Log(), "direct-tcpip") {
+		t.Logf("jump log: %s", jump.Log())
 	}
-	if jump.accepted() != 1 || target.accepted() != 1 {
-		t.Fatalf("logins: jump %d, target %d; want 1 each", jump.accepted(), target.accepted())
+	if jump.Accepted() != 1 || target.Accepted() != 1 {
+		t.Fatalf("logins: jump %d, target %d; want 1 each", jump.Accepted(), target.Accepted())
 	}
 }
 
@@ -228,7 +228,7 @@ func TestEncryptedKeyFileSaysToUseTheAgent(t *testing.T) {
 
 func TestAgentKeysAuthenticate(t *testing.T) {
 	s := newSSHD(t).start()
-	b, _ := os.ReadFile(s.keyFile)
+	b, _ := os.ReadFile(s.KeyFile)
 	raw, err := ssh.ParseRawPrivateKey(b)
 	if err != nil {
 		t.Fatal(err)
