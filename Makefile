@@ -60,7 +60,7 @@ testbed:
 
 ## e2e: every Docker-based end-to-end test (the bed's self-test included)
 e2e:
-	$(GO) test -tags e2e -count=1 -p 1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+	$(GO) test -tags e2e -count=1 -p 1 -v -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...
 
 ## ci: what .ci/run runs on a clean clone
 ci: build lint test e2e

@@ -38,20 +38,8 @@ func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	total := time.Now()
-	logf := func(f string, a ...any) { t.Logf(f, a...) }
-	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), logf)
+	images, err := bed.PrepareK3d(ctx, true, func(f string, a ...any) { t.Logf(f, a...) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	fb, err := testbed.BuildFlux(ctx, testbed.CacheDir(), logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fluxTars, err := bed.FluxImages(ctx, fb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.K3dImages(ctx, bin, logf, fluxTars...); err != nil {
 		t.Fatal(err)
 	}
 
@@ -66,17 +54,7 @@ func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{}
-	if err := filepath.Walk("testdata/gitops", func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		files[strings.TrimPrefix(p, "testdata/gitops/")] = string(b)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	files := fixtureFiles(t)
 	if _, err := repo.Commit(ctx, "fixture", files); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +82,7 @@ spec:
   k3d:
     clusterName: labctl-flux
     dockerHost: ` + bed.Docker.Host + `
-    image: ` + testbed.K3sImage + `
+    image: ` + images.K3sImage + `
     apiHost: 127.0.0.1
     apiPort: 16447
     ports:
@@ -114,10 +92,8 @@ spec:
     url: ` + url + `
     branch: main
     tokenRef: {env: LABCTL_E2E_GIT_TOKEN}
-    version: ` + testbed.FluxVersion + `
-    manifests: ` + filepath.Join(fb.Manifests, "install") + `
-    components: [` + strings.Join(testbed.FluxComponents, ", ") + `]
-` + extra
+    version: ` + images.FluxVersion + `
+` + fluxSource(images) + extra
 		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -224,19 +200,46 @@ spec:
 	// The same cluster under a production profile: Flux there syncs
 	// clusters/staging, and the bootstrap refuses to re-point it.
 	prod := profile("flux-e2e-prod", "  environment: production\n")
-	if err := os.WriteFile(prod, []byte(strings.Replace(mustRead(t, prod), "    components:", `    path: clusters/production
+	if err := os.WriteFile(prod, []byte(strings.Replace(mustRead(t, prod), "    branch: main\n", `    branch: main
+    path: clusters/production
     kustomizations:
       - {name: infrastructure-controllers, path: infrastructure/controllers/production}
       - {name: infrastructure-configs, path: infrastructure/configs/production, dependsOn: [infrastructure-controllers]}
       - {name: apps, path: apps/production, dependsOn: [infrastructure-configs]}
       - {name: monitoring-controllers, path: monitoring/controllers/production}
-    components:`, 1)), 0o600); err != nil {
+`, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := create("production profile on the staging cluster", prod, commands.CreateOptions{}); !errors.Is(err, bootstrap.ErrOtherPath) {
 		t.Fatalf("wrong path: %v", err)
 	}
 	t.Logf("timings: create with Flux %s (cluster and every Kustomization Ready), no-op re-run %s, total %s", first.Round(time.Millisecond), second.Round(time.Millisecond), time.Since(total).Round(time.Second))
+}
+
+// fluxSource is the profile's manifests and components lines: the bed's
+// build, or nothing for the release's defaults.
+func fluxSource(s testbed.K3dSetup) string {
+	if s.FluxManifests == "" {
+		return ""
+	}
+	return "    manifests: " + s.FluxManifests + "\n    components: [" + strings.Join(s.FluxComponents, ", ") + "]\n"
+}
+
+// fixtureFiles reads the fixture GitOps repository (path → content).
+func fixtureFiles(t *testing.T) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	if err := filepath.Walk("testdata/gitops", func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		files[strings.TrimPrefix(p, "testdata/gitops/")] = string(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 func mustRead(t *testing.T, p string) string {

@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/labctl/labctl/commands"
-	"github.com/labctl/labctl/e2e/testbed"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3d"
 )
@@ -31,12 +30,8 @@ import (
 func TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	logf := func(f string, a ...any) { t.Logf(f, a...) }
-	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), logf)
+	images, err := bed.PrepareK3d(ctx, false, func(f string, a ...any) { t.Logf(f, a...) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.K3dImages(ctx, bin, logf); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -50,7 +45,7 @@ spec:
   k3d:
     clusterName: ` + cluster + `
     dockerHost: ` + bed.Docker.Host + `
-    image: ` + testbed.K3sImage + `
+    image: ` + images.K3sImage + `
     apiHost: 127.0.0.1
     apiPort: 16445
     agents: ` + string(rune('0'+agents)) + `

@@ -8,12 +8,16 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +26,7 @@ import (
 
 	"github.com/labctl/labctl/commands"
 	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/internal/sshdtest"
 	"github.com/labctl/labctl/provision/proxmox/pvesim"
 )
 
@@ -32,8 +37,9 @@ var pveLatency = pvesim.Latency{API: 20 * time.Millisecond, Clone: 4 * time.Seco
 // pveBackedByBed is a PVE simulator whose VMs are bed nodes: a started VM
 // becomes a node container with the address from its ipconfig0 and the
 // user and keys from its cloud-init, holding what the template holds (the
-// K3s stand-in's bundle); a destroyed VM's container is removed.
-func pveBackedByBed(t *testing.T, kubeBin string) *pvesim.Sim {
+// K3s stand-in's bundle and air-gap images); a destroyed VM's container is
+// removed.
+func pveBackedByBed(t *testing.T, kubeBin string, images []string) *pvesim.Sim {
 	t.Helper()
 	sim := pvesim.New(pvesim.Options{
 		Tokens:  map[string]string{"root@pam!labctl": "e2e-3c1f"},
@@ -46,7 +52,17 @@ func pveBackedByBed(t *testing.T, kubeBin string) *pvesim.Sim {
 				if _, err := bed.StartCloudInitNode(ctx, vm.Name, vm.Address.Addr().String(), vm.CIUser, vm.SSHKeys); err != nil {
 					return err
 				}
-				return bed.InstallBundle(ctx, vm.Name, kubeBin)
+				if err := bed.InstallBundle(ctx, vm.Name, kubeBin); err != nil {
+					return err
+				}
+				// K3s's air-gap images: what a template prepared for an
+				// offline cluster holds.
+				for _, img := range images {
+					if _, err := bed.Docker.Output(ctx, "cp", img, "labctl-e2e-"+vm.Name+":/var/lib/rancher/k3s/agent/images/"+filepath.Base(img)); err != nil {
+						return err
+					}
+				}
+				return nil
 			},
 			Stop:    func(ctx context.Context, vm pvesim.VM) error { return bed.Kill(ctx, vm.Name) },
 			Destroy: func(ctx context.Context, vm pvesim.VM) error { return bed.RemoveNode(ctx, vm.Name) },
@@ -61,9 +77,9 @@ func pveBackedByBed(t *testing.T, kubeBin string) *pvesim.Sim {
 }
 
 // productionE2EProfile writes production-e2e: the production profile on
-// the simulator, with bed addresses, the K3s stand-in and a fresh
-// known_hosts.
-func productionE2EProfile(t *testing.T, sim *pvesim.Sim, installScript string, ips []string) string {
+// the simulator, with bed addresses, the K3s stand-in, a fresh known_hosts
+// and the flux section given.
+func productionE2EProfile(t *testing.T, sim *pvesim.Sim, installScript string, ips []string, flux string) string {
 	t.Helper()
 	dir := t.TempDir()
 	sum := sha256.Sum256(sim.Certificate().Raw)
@@ -90,7 +106,7 @@ spec:
     storage: local-lvm
     vm: {cores: 2, memoryMiB: 4096, diskGiB: 32}
     sshKeys: [%s.pub]
-`, installScript, bed.Subnet, bed.Subnet.Addr().Next(), bed.Subnet.Addr().Next(), nodes.String(), bed.KeyFile, filepath.Join(dir, "known_hosts"), sim.URL, fp, bed.KeyFile)
+%s`, installScript, bed.Subnet, bed.Subnet.Addr().Next(), bed.Subnet.Addr().Next(), nodes.String(), bed.KeyFile, filepath.Join(dir, "known_hosts"), sim.URL, fp, bed.KeyFile, flux)
 	p := filepath.Join(dir, "production-e2e.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -111,33 +127,84 @@ func wallAndCritical(t *testing.T, out string) (time.Duration, time.Duration) {
 	return w, c
 }
 
+// gitOverSSH serves the fixture repository over SSH from the host at the
+// bed network's gateway, as a forge does: OpenSSH with the git tools.
+// It returns the sshd (its authorized_keys is the forge's deploy keys),
+// the repository and its ssh:// URL.
+func gitOverSSH(t *testing.T, ctx context.Context) (*sshdtest.Server, *testbed.Repo, string) {
+	t.Helper()
+	git, err := testbed.StartGitServer(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = git.Close() })
+	repo, err := git.NewRepo(ctx, "gitops", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit(ctx, "fixture", fixtureFiles(t)); err != nil {
+		t.Fatal(err)
+	}
+	s := sshdtest.New(t, sshdtest.Options{Listen: bed.Subnet.Addr().Next().String()}).Start()
+	return s, repo, fmt.Sprintf("ssh://%s@%s:%d%s", s.User, s.Host, s.Port, repo.Bare)
+}
+
 // TestCreateProductionOnSimulatedProxmoxFromNothing runs `labctl create
 // production-e2e` from nothing: three VMs cloned, configured and started
 // on the PVE simulator (each start boots a bed node from its cloud-init),
 // host prerequisites over SSH as the cloud-init user, K3s HA (init, two
-// joins one at a time), kubeconfig. Then the three Nodes are Ready from
-// the host; a second create changes nothing; destroy removes the VMs and
-// their nodes.
+// joins one at a time), kubeconfig; the three Nodes are Ready from the
+// host. Then Flux: the generated deploy key is refused by the forge
+// (the error shows its public half), the forge is given it, the re-run
+// bootstraps Flux over SSH at clusters/production and every Kustomization
+// is Ready in dependsOn order. A further create changes nothing; destroy
+// removes the VMs and their nodes.
 func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	kubeBin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
+	logf := func(f string, a ...any) { t.Logf(f, a...) }
+	kubeBin, err := testbed.BuildKube(ctx, testbed.CacheDir(), logf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := pveBackedByBed(t, kubeBin)
+	fb, err := testbed.BuildFlux(ctx, testbed.CacheDir(), logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fluxTars, err := bed.FluxImages(ctx, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := pveBackedByBed(t, kubeBin, fluxTars)
 	ips := []string{"172.30.20.61", "172.30.20.62", "172.30.20.63"}
 	for i := range ips {
 		name := fmt.Sprintf("kube-srv-%d", i+1)
 		t.Cleanup(func() { _ = bed.RemoveNode(context.Background(), name) })
 	}
-	file := productionE2EProfile(t, sim, serveK3s(t, kubeBin), ips)
+	forge, _, repoURL := gitOverSSH(t, ctx)
+	fluxYAML := fmt.Sprintf(`  flux:
+    url: %s
+    branch: main
+    knownHostsFile: %s
+    version: %s
+    manifests: %s
+    components: [%s]
+    kustomizations:
+      - {name: infrastructure-controllers, path: infrastructure/controllers/production}
+      - {name: infrastructure-configs, path: infrastructure/configs/production, dependsOn: [infrastructure-controllers]}
+      - {name: apps, path: apps/production, dependsOn: [infrastructure-configs]}
+      - {name: monitoring-controllers, path: monitoring/controllers/production}
+`, repoURL, forge.KnownHosts(forge.HostKey), testbed.FluxVersion, filepath.Join(fb.Manifests, "install"), strings.Join(testbed.FluxComponents, ", "))
+	file := productionE2EProfile(t, sim, serveK3s(t, kubeBin), ips, fluxYAML)
 	env := map[string]string{"LABCTL_E2E_PVE_TOKEN": "root@pam!labctl=e2e-3c1f"}
+	t.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
+	t.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	opts := commands.CreateOptions{NoFlux: true, AcceptNewHostKeys: true, Kubeconfig: kc, StateDir: t.TempDir(),
+	state := t.TempDir()
+	opts := commands.CreateOptions{NoFlux: true, AcceptNewHostKeys: true, Kubeconfig: kc, StateDir: state,
 		Proxmox: commands.ProxmoxOptions{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}
 
-	out, first, err := runCreate(t, ctx, "create production-e2e (from nothing)", file, opts)
+	out, first, err := runCreate(t, ctx, "create production-e2e --no-flux (from nothing)", file, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,20 +259,74 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 		}
 	}
 
+	// Flux. The deploy key labctl generates is not known to the forge yet.
+	opts.NoFlux = false
+	_, _, err = runCreate(t, ctx, "create production-e2e (deploy key not yet added)", file, opts)
+	keyPEM, rerr := os.ReadFile(filepath.Join(state, "production-e2e", "flux-deploy-key"))
+	if rerr != nil {
+		t.Fatalf("generated deploy key: %v (create: %v)", rerr, err)
+	}
+	signer, perr := ssh.ParsePrivateKey(keyPEM)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	public := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if err == nil || !strings.Contains(err.Error(), "the deploy key may lack write access to "+repoURL) || !strings.Contains(err.Error(), public) {
+		t.Fatalf("create with an unknown deploy key: %v", err)
+	}
+	// The operator adds the deploy key with write access at the forge.
+	if err := os.WriteFile(forge.AuthorizedKeys, []byte(public+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	firstReady := map[string]time.Time{}
+	var watchMu sync.Mutex
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	go watchReady(watchCtx, kc, "production-e2e", firstReady, &watchMu)
+	out, withFlux, err := runCreate(t, ctx, "create production-e2e (Flux over SSH)", file, opts)
+	stopWatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollReady(ctx, kc, "production-e2e", firstReady, &watchMu)
+	for _, secret := range []string{"e2e-cloudflare-not-a-token", "AGE-SECRET-KEY-E2E", "PRIVATE KEY"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%s reached the output", secret)
+		}
+	}
+	watchMu.Lock()
+	for _, k := range []string{"flux-system", "infrastructure-controllers", "infrastructure-configs", "apps", "monitoring-controllers"} {
+		if firstReady[k].IsZero() {
+			t.Errorf("%s never Ready", k)
+		}
+	}
+	for _, pair := range [][2]string{{"infrastructure-controllers", "infrastructure-configs"}, {"infrastructure-configs", "apps"}} {
+		if a, b := firstReady[pair[0]], firstReady[pair[1]]; b.Before(a) {
+			t.Errorf("%s first Ready at %s, before %s it depends on (%s)", pair[1], b.Format(time.TimeOnly), pair[0], a.Format(time.TimeOnly))
+		}
+	}
+	t.Logf("Flux bootstrapped over SSH in %s; first seen Ready: %v", withFlux.Round(time.Millisecond), firstReady)
+	watchMu.Unlock()
+	if log, err := exec.Command("git", "--git-dir", repoBare(repoURL), "log", "-1", "--format=%s", "--", "clusters/production/flux-system").CombinedOutput(); err != nil || len(log) == 0 {
+		t.Errorf("no flux-system commit at clusters/production: %q %v", log, err)
+	}
+	if got := forge.Accepted(); got < 2 {
+		t.Errorf("the forge logged %d key logins (labctl's push and source-controller's pulls expected)", got)
+	}
+
 	before := len(sim.Requests())
-	out, second, err := runCreate(t, ctx, "create production-e2e (again)", file, opts)
+	out, again, err := runCreate(t, ctx, "create production-e2e (again)", file, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, ", 0 changes") {
-		t.Errorf("second run made changes:\n%s", out)
+		t.Errorf("the re-run made changes:\n%s", out)
 	}
 	for _, r := range sim.Requests()[before:] {
 		if !strings.HasPrefix(r, "GET ") {
-			t.Errorf("second run sent %s to Proxmox", r)
+			t.Errorf("the re-run sent %s to Proxmox", r)
 		}
 	}
-	t.Logf("production-e2e: first %s, second (no-op) %s", first.Round(time.Millisecond), second.Round(time.Millisecond))
+	t.Logf("production-e2e: from nothing %s (no Flux), with Flux %s, no-op re-run %s", first.Round(time.Millisecond), withFlux.Round(time.Millisecond), again.Round(time.Millisecond))
 
 	var dout bytes.Buffer
 	e := commands.Env{Stdout: &dout, Stderr: &dout, Output: commands.OutputText, Now: time.Now}
@@ -223,4 +344,10 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	if !strings.Contains(dout.String(), "forgot 3 host key line(s)") || !strings.Contains(dout.String(), `removed context "production-e2e"`) {
 		t.Errorf("destroy output:\n%s", dout.String())
 	}
+}
+
+// repoBare is the repository path of an ssh:// URL.
+func repoBare(u string) string {
+	_, rest, _ := strings.Cut(strings.TrimPrefix(u, "ssh://"), "/")
+	return "/" + rest
 }
