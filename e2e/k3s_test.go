@@ -91,6 +91,26 @@ func k3sNodes(t *testing.T, ctx context.Context, ips []string) func(user, extra 
 	}
 }
 
+// readyServers lists, sorted, the Nodes that are Ready with K3s's etcd
+// and control-plane role labels.
+func readyServers(t *testing.T, ctx context.Context, cs *kubernetes.Clientset) []string {
+	t.Helper()
+	nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready []string
+	for _, n := range nl.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Labels["node-role.kubernetes.io/etcd"] == "true" && n.Labels["node-role.kubernetes.io/control-plane"] == "true" {
+				ready = append(ready, n.Name)
+			}
+		}
+	}
+	sort.Strings(ready)
+	return ready
+}
+
 // TestClusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
 // real flow (prerequisites → inspect → cluster-init → joins one at a time
 // → kubeconfig) over SSH on three fresh bed nodes, installing the K3s
@@ -161,20 +181,7 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	}
 	// The flow waited for each server's Node to be Ready: all three are,
 	// seen from the host, with K3s's role labels.
-	nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ready []string
-	for _, n := range nl.Items {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Labels["node-role.kubernetes.io/etcd"] == "true" && n.Labels["node-role.kubernetes.io/control-plane"] == "true" {
-				ready = append(ready, n.Name)
-			}
-		}
-	}
-	sort.Strings(ready)
-	if strings.Join(ready, ",") != "node-1,node-2,node-3" {
+	if ready := readyServers(t, ctx, cs); strings.Join(ready, ",") != "node-1,node-2,node-3" {
 		t.Errorf("Ready etcd/control-plane nodes from the host: %v", ready)
 	}
 	for _, n := range []string{"node-1", "node-2", "node-3"} {

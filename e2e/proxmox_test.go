@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +18,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -66,6 +63,11 @@ func pveBackedByBed(t *testing.T, kubeBin string, images []string) *pvesim.Sim {
 			},
 			Stop:    func(ctx context.Context, vm pvesim.VM) error { return bed.Kill(ctx, vm.Name) },
 			Destroy: func(ctx context.Context, vm pvesim.VM) error { return bed.RemoveNode(ctx, vm.Name) },
+			// The guest agent reads the node's files.
+			ReadFile: func(ctx context.Context, vm pvesim.VM, path string) ([]byte, error) {
+				out, err := bed.Exec(ctx, vm.Name, "cat", path)
+				return []byte(out + "\n"), err
+			},
 		},
 	})
 	t.Cleanup(sim.Close)
@@ -201,7 +203,9 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	t.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	state := t.TempDir()
-	opts := commands.CreateOptions{NoFlux: true, AcceptNewHostKeys: true, Kubeconfig: kc, StateDir: state,
+	// No --accept-new-host-keys: labctl reads each new VM's host key
+	// through the guest agent.
+	opts := commands.CreateOptions{NoFlux: true, Kubeconfig: kc, StateDir: state,
 		Proxmox: commands.ProxmoxOptions{Lookup: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}
 
 	out, first, err := runCreate(t, ctx, "create production-e2e --no-flux (from nothing)", file, opts)
@@ -214,6 +218,9 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 		t.Error("the API token's secret reached the output")
 	}
 
+	if !strings.Contains(out, "kube-srv-1: recorded host key ssh-ed25519") {
+		t.Errorf("no host key learned through the guest agent:\n%s", out)
+	}
 	vms := sim.VMs()
 	if len(vms) != 3 {
 		t.Fatalf("%d VMs", len(vms))
@@ -234,20 +241,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nl, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ready []string
-	for _, n := range nl.Items {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Labels["node-role.kubernetes.io/etcd"] == "true" {
-				ready = append(ready, n.Name)
-			}
-		}
-	}
-	sort.Strings(ready)
-	if strings.Join(ready, ",") != "kube-srv-1,kube-srv-2,kube-srv-3" {
+	if ready := readyServers(t, ctx, cs); strings.Join(ready, ",") != "kube-srv-1,kube-srv-2,kube-srv-3" {
 		t.Errorf("Ready etcd Nodes: %v", ready)
 	}
 	for _, n := range []string{"kube-srv-1", "kube-srv-2", "kube-srv-3"} {

@@ -239,6 +239,8 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
+var reFingerprint = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31}$`)
+
 func (c *checker) proxmox(s *Spec) {
 	px := s.Proxmox
 	if px.Endpoint != "" {
@@ -250,6 +252,9 @@ func (c *checker) proxmox(s *Spec) {
 	c.required("spec.proxmox.storage", px.Storage)
 	if px.CAFile != "" && px.Fingerprint != "" {
 		c.add("spec.proxmox.fingerprint", "set either caFile or fingerprint, not both")
+	}
+	if fp := px.Fingerprint; fp != "" && !reFingerprint.MatchString(fp) {
+		c.add("spec.proxmox.fingerprint", "%q: want the certificate's SHA-256 fingerprint, 32 hex bytes as AA:BB:… (PVE: Node → System → Certificates)", fp)
 	}
 	if px.VM.Cores < 1 {
 		c.add("spec.proxmox.vm.cores", "want at least 1")

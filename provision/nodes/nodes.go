@@ -5,6 +5,7 @@ package nodes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -51,6 +52,14 @@ func (b *Backend) WaitSSH(ctx context.Context, n profiles.Node) error {
 		_, err := b.Host(ctx, n)
 		if err == nil {
 			return nil
+		}
+		// A host key problem does not go away by waiting. (A refused
+		// login may: cloud-init can still be writing the user's keys.)
+		if errors.Is(err, remote.ErrHostKeyUnknown) || errors.Is(err, remote.ErrHostKeyMismatch) {
+			if errors.Is(err, remote.ErrHostKeyUnknown) && !b.AcceptNewHostKeys {
+				return fmt.Errorf("%w (a new VM's key is made at its first boot: pass --accept-new-host-keys to record it)", err)
+			}
+			return err
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -16,8 +17,11 @@ import (
 	"time"
 
 	gp "github.com/luthermonson/go-proxmox"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/remote"
 )
 
 // Backend implements flow.VMs on one Proxmox VE node.
@@ -39,6 +43,7 @@ type Backend struct {
 	mu      sync.Mutex
 	cloneMu sync.Mutex // nextid and the clone request, one at a time
 	keys    []string
+	cloned  map[string]bool // VMs cloned in this run
 }
 
 // ErrDrift is returned when a VM exists with a config other than the
@@ -514,6 +519,12 @@ func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
 		}
 		return fmt.Errorf("%w (Proxmox removed the half-made VM %d; a re-run clones again)", err, opts.NewID)
 	}
+	b.mu.Lock()
+	if b.cloned == nil {
+		b.cloned = map[string]bool{}
+	}
+	b.cloned[n.Name] = true
+	b.mu.Unlock()
 	return nil
 }
 
@@ -646,7 +657,7 @@ func (b *Backend) waitAgent(ctx context.Context, n profiles.Node, v *gp.VirtualM
 			for _, i := range ifaces {
 				for _, a := range i.IPAddresses {
 					if a.IPAddress == n.Address {
-						return nil
+						return b.learnHostKey(ctx, n, v, deadline)
 					}
 					if a.IPAddressType == "ipv4" {
 						seen = append(seen, a.IPAddress)
@@ -660,6 +671,55 @@ func (b *Backend) waitAgent(ctx context.Context, n profiles.Node, v *gp.VirtualM
 		}
 		if time.Now().After(deadline) {
 			b.warn("node %s: the QEMU guest agent of VM %d did not answer within %s (is qemu-guest-agent in the template?); going on with SSH only", n.Name, v.VMID, limit)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// HostKeyFile is where a VM's SSH host key is read through the guest
+// agent.
+const HostKeyFile = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+// learnHostKey reads the VM's SSH host key through the guest agent (an
+// authenticated, TLS-verified channel, unlike a first SSH connection)
+// and records it in ssh.knownHostsFile, so a new VM needs no
+// --accept-new-host-keys. A different key already recorded for the
+// address is replaced only for a VM cloned in this run (the old line was
+// its predecessor's); otherwise it is reported. A key that cannot be read
+// before the deadline costs a warning.
+func (b *Backend) learnHostKey(ctx context.Context, n profiles.Node, v *gp.VirtualMachine, deadline time.Time) error {
+	s := b.Spec.SSH
+	if s == nil || s.KnownHostsFile == "" {
+		return nil
+	}
+	poll := max(b.Poll, 100*time.Millisecond)
+	for {
+		f, err := v.AgentFileRead(ctx, HostKeyFile)
+		if err == nil {
+			key, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(f.Content))
+			if perr != nil {
+				return fmt.Errorf("node %s: %s of VM %d, read through the guest agent: %w", n.Name, HostKeyFile, v.VMID, perr)
+			}
+			host := knownhosts.Normalize(net.JoinHostPort(n.Address, strconv.Itoa(max(s.Port, 22))))
+			b.mu.Lock()
+			fresh := b.cloned[n.Name]
+			b.mu.Unlock()
+			changed, err := remote.RecordHostKey(s.KnownHostsFile, host, key, fresh)
+			if err != nil {
+				return fmt.Errorf("node %s: VM %d: %w", n.Name, v.VMID, err)
+			}
+			if changed && b.Log != nil {
+				fmt.Fprintf(b.Log, "node %s: recorded host key %s %s, read through the guest agent, in %s\n", n.Name, key.Type(), ssh.FingerprintSHA256(key), s.KnownHostsFile)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			b.warn("node %s: could not read %s through the guest agent of VM %d (%v): its host key must be accepted on first SSH (--accept-new-host-keys)", n.Name, HostKeyFile, v.VMID, err)
 			return nil
 		}
 		select {

@@ -42,12 +42,36 @@ type rig struct {
 	log     bytes.Buffer
 	mu      sync.Mutex
 	sshWait []string
+	// hostKeys are the VMs' SSH host keys by name, as their guest agents
+	// read them; known is ssh.knownHostsFile.
+	hostKeys map[string]ssh.PublicKey
+	known    string
+}
+
+func newHostKey(t testing.TB) ssh.PublicKey {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := ssh.NewPublicKey(pub)
+	return k
 }
 
 func newRig(t testing.TB, lat pvesim.Latency, nodesYAML string) *rig {
 	t.Helper()
-	r := &rig{env: map[string]string{tokenEnv: tokenID + "=" + tokenSecret}}
-	r.sim = pvesim.New(pvesim.Options{Tokens: map[string]string{tokenID: tokenSecret}, Latency: lat, LockWait: 200 * time.Millisecond})
+	r := &rig{env: map[string]string{tokenEnv: tokenID + "=" + tokenSecret}, hostKeys: map[string]ssh.PublicKey{}}
+	for i := 1; i <= 3; i++ {
+		r.hostKeys[fmt.Sprintf("kube-srv-%d", i)] = newHostKey(t)
+	}
+	readFile := func(_ context.Context, vm pvesim.VM, path string) ([]byte, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if k := r.hostKeys[vm.Name]; k != nil && path == proxmox.HostKeyFile {
+			return ssh.MarshalAuthorizedKey(k), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	r.sim = pvesim.New(pvesim.Options{Tokens: map[string]string{tokenID: tokenSecret}, Latency: lat, LockWait: 200 * time.Millisecond, Hooks: pvesim.Hooks{ReadFile: readFile}})
 	t.Cleanup(r.sim.Close)
 	r.sim.AddTemplate(9000, "debian-12-cloudinit", map[string]string{
 		"cores": "2", "memory": "2048", "scsi0": "local-lvm:base-9000-disk-0,size=8G", "ide2": "local-lvm:vm-9000-cloudinit,media=cdrom",
@@ -57,6 +81,7 @@ func newRig(t testing.TB, lat pvesim.Latency, nodesYAML string) *rig {
 	sp, _ := ssh.NewPublicKey(pub)
 	r.pubKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " ops@lab"
 	dir := t.TempDir()
+	r.known = filepath.Join(dir, "known_hosts")
 	keyFile := filepath.Join(dir, "id.pub")
 	if err := os.WriteFile(keyFile, []byte(r.pubKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -73,6 +98,7 @@ metadata: {name: production}
 extends: production
 spec:
   nodes:%s
+  ssh: {user: ronald, port: 22, knownHostsFile: %s}
   proxmox:
     endpoint: %s
     fingerprint: %s
@@ -82,7 +108,7 @@ spec:
     storage: local-lvm
     vm: {cores: 4, memoryMiB: 8192, diskGiB: 64}
     sshKeys: [%s]
-`, nodesYAML, r.sim.URL, fingerprint(r.sim), tokenEnv, keyFile)
+`, nodesYAML, r.known, r.sim.URL, fingerprint(r.sim), tokenEnv, keyFile)
 	l, err := profiles.Loader{}.LoadBytes(filepath.Join(dir, "production.yaml"), []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -200,6 +226,13 @@ func TestCreateThenNoOpThenDriftThenDestroy(t *testing.T) {
 	if len(r.sshWait) != 3 {
 		t.Errorf("SSH waited for %v", r.sshWait)
 	}
+	known, _ := os.ReadFile(r.known)
+	for i := 1; i <= 3; i++ {
+		line := fmt.Sprintf("10.0.40.%d %s", 100+i, ssh.MarshalAuthorizedKey(r.hostKeys[fmt.Sprintf("kube-srv-%d", i)]))
+		if !strings.Contains(string(known), line) {
+			t.Errorf("known_hosts lacks %q (read through the guest agent):\n%s", line, known)
+		}
+	}
 
 	before := len(r.sim.Requests())
 	rep, evs, err = r.run(t, b, false)
@@ -254,6 +287,43 @@ func TestCreateThenNoOpThenDriftThenDestroy(t *testing.T) {
 	}
 	if existed, err := b.DestroyVM(context.Background(), r.profile.Spec.Nodes[0]); err != nil || existed {
 		t.Errorf("destroy again: %v, %v", existed, err)
+	}
+}
+
+// TestHostKeysComeThroughTheGuestAgent: a VM recreated outside labctl
+// (its old line still in known_hosts) is cloned afresh and its new key
+// replaces the stale line; a VM that was not re-created but shows another
+// key is refused, naming both fingerprints.
+func TestHostKeysComeThroughTheGuestAgent(t *testing.T) {
+	r := newRig(t, pvesim.Latency{}, "")
+	b := r.backend(t, false)
+	if _, _, err := r.run(t, b, false); err != nil {
+		t.Fatal(err)
+	}
+	r.sim.Remove(101) // gone behind labctl's back
+	r.mu.Lock()
+	old := r.hostKeys["kube-srv-1"]
+	r.hostKeys["kube-srv-1"] = newHostKey(t)
+	r.mu.Unlock()
+	b = r.backend(t, false)
+	if _, _, err := r.run(t, b, false); err != nil {
+		t.Fatal(err)
+	}
+	known, _ := os.ReadFile(r.known)
+	if strings.Contains(string(known), string(ssh.MarshalAuthorizedKey(old))) || !strings.Contains(string(known), "10.0.40.101 "+string(ssh.MarshalAuthorizedKey(r.hostKeys["kube-srv-1"]))) {
+		t.Errorf("known_hosts after the re-clone:\n%s", known)
+	}
+	if !strings.Contains(r.log.String(), "node kube-srv-1: recorded host key ssh-ed25519") {
+		t.Errorf("log: %s", r.log.String())
+	}
+
+	r.sim.PowerOff(102)
+	r.mu.Lock()
+	r.hostKeys["kube-srv-2"] = newHostKey(t)
+	r.mu.Unlock()
+	_, _, err := r.run(t, r.backend(t, false), false)
+	if err == nil || !strings.Contains(err.Error(), "host key mismatch: 10.0.40.102 has ssh-ed25519") {
+		t.Fatalf("another key for a VM labctl did not re-create: %v", err)
 	}
 }
 

@@ -1,12 +1,19 @@
 package remote
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // the known_hosts hash format
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 func TestForgetHostKeysRemovesPlainAndHashedLinesOfThoseHostsOnly(t *testing.T) {
@@ -36,4 +43,35 @@ func TestForgetHostKeysRemovesPlainAndHashedLinesOfThoseHostsOnly(t *testing.T) 
 	if n, err := ForgetHostKeys(filepath.Join(t.TempDir(), "none"), []string{"x"}); n != 0 || err != nil {
 		t.Errorf("missing file: %d, %v", n, err)
 	}
+}
+
+func TestRecordHostKeyAddsKeepsRefusesOrReplaces(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sub", "known_hosts")
+	k1, _ := ssh.ParsePublicKey(mustKey(t))
+	k2, _ := ssh.ParsePublicKey(mustKey(t))
+	if changed, err := RecordHostKey(p, "10.0.40.101", k1, false); !changed || err != nil {
+		t.Fatalf("new file: %v %v", changed, err)
+	}
+	if changed, err := RecordHostKey(p, "10.0.40.101", k1, false); changed || err != nil {
+		t.Errorf("same key: %v %v", changed, err)
+	}
+	if _, err := RecordHostKey(p, "10.0.40.101", k2, false); !errors.Is(err, ErrHostKeyMismatch) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(k1)) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(k2)) {
+		t.Errorf("another key: %v", err)
+	}
+	if changed, err := RecordHostKey(p, "10.0.40.101", k2, true); !changed || err != nil {
+		t.Fatalf("replace: %v %v", changed, err)
+	}
+	got, _ := os.ReadFile(p)
+	if want := knownhosts.Line([]string{"10.0.40.101"}, k2) + "\n"; string(got) != want {
+		t.Errorf("file:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func mustKey(t *testing.T) []byte {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := ssh.NewPublicKey(pub)
+	return k.Marshal()
 }

@@ -221,3 +221,52 @@ func hashedMatch(pattern, host string) bool {
 	mac.Write([]byte(host))
 	return hmac.Equal(mac.Sum(nil), want)
 }
+
+// RecordHostKey writes key for host (as knownhosts.Normalize writes it)
+// into file, which it creates if missing. A line with the same key means
+// nothing to do. Another key of the same type is ErrHostKeyMismatch,
+// unless replace says the old one is stale (its machine was replaced):
+// then the host's lines give way to the new key. It reports whether the
+// file changed.
+func RecordHostKey(file, host string, key ssh.PublicKey, replace bool) (bool, error) {
+	p, err := profiles.ExpandHome(file)
+	if err != nil {
+		return false, err
+	}
+	lines, err := KnownHostsLines(p, host)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if f[1] != key.Type() {
+			continue
+		}
+		known, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(strings.Join(f[1:], " ")))
+		if perr == nil && string(known.Marshal()) == string(key.Marshal()) {
+			return false, nil
+		}
+		if !replace {
+			return false, fmt.Errorf("%w: %s has %s %s in %s, and now %s", ErrHostKeyMismatch, host, key.Type(), ssh.FingerprintSHA256(known), p, ssh.FingerprintSHA256(key))
+		}
+	}
+	if len(lines) > 0 && replace {
+		if _, err := ForgetHostKeys(p, []string{host}); err != nil {
+			return false, err
+		}
+	}
+	knownHostsMu.Lock()
+	defer knownHostsMu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return false, err
+	}
+	if _, err := f.WriteString(knownhosts.Line([]string{host}, key) + "\n"); err != nil {
+		_ = f.Close()
+		return false, err
+	}
+	return true, f.Close()
+}

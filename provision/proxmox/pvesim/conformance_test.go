@@ -2,6 +2,7 @@ package pvesim_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -167,7 +168,8 @@ func decode(t *testing.T, what string, b []byte) map[string]any {
 // (tests/mocks/pve9x) and compares their shapes: the envelope, each key's
 // JSON type, UPIDs' format, the 400 error shape.
 func TestConformanceWithRecordedResponses(t *testing.T) {
-	sim := pvesim.New(pvesim.Options{Node: "node1", Tokens: map[string]string{"root@pam!t": "s"}})
+	sim := pvesim.New(pvesim.Options{Node: "node1", Tokens: map[string]string{"root@pam!t": "s"},
+		Hooks: pvesim.Hooks{ReadFile: func(_ context.Context, _ pvesim.VM, path string) ([]byte, error) { return []byte("matt\n"), nil }}})
 	defer sim.Close()
 	c := simClient{sim: sim, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}} //nolint:gosec // the simulator's own certificate
 	sim.AddTemplate(9000, "debian-12-cloudinit", map[string]string{"cores": "2", "memory": "2048", "scsi0": "local-lvm:base-9000-disk-0,size=8G", "net0": "virtio=BC:24:11:2E:C5:4A,bridge=vmbr0", "ostype": "l26", "scsihw": "virtio-scsi-pci", "boot": "order=scsi0"})
@@ -199,6 +201,7 @@ func TestConformanceWithRecordedResponses(t *testing.T) {
 		{name: "node status", method: "GET", path: "/nodes/node1/status", fixPath: "/nodes/node1/status", wantStatus: 200},
 		{name: "vm status", method: "GET", path: "/nodes/node1/qemu/101/status/current", fixPath: "/nodes/node1/qemu/101/status/current", wantStatus: 200},
 		{name: "vm config", method: "GET", path: "/nodes/node1/qemu/100/config", fixPath: "/nodes/node1/qemu/100/config", wantStatus: 200},
+		{name: "agent file-read", method: "GET", path: "/nodes/node1/qemu/101/agent/file-read?file=%2Fetc%2Fhostname", fixPath: "/nodes/node1/qemu/101/agent/file-read", wantStatus: 200},
 		{name: "agent interfaces", method: "GET", path: "/nodes/node1/qemu/101/agent/network-get-interfaces", fixPath: "/nodes/node1/qemu/101/agent/network-get-interfaces", wantStatus: 200},
 		{name: "config update", method: "POST", path: "/nodes/node1/qemu/100/config", body: `{"cores":4}`, fixMethod: "POST", fixPath: "/nodes/node1/qemu/100/config", wantStatus: 200},
 		{name: "resize", method: "PUT", path: "/nodes/node1/qemu/101/resize", body: `{"disk":"scsi0","size":"40G"}`, fixMethod: "PUT", fixPath: "/nodes/node1/qemu/101/resize", wantStatus: 200},

@@ -26,7 +26,8 @@
 //     and skiplock by a token refused);
 //   - the guest agent: "QEMU guest agent is not running" until the VM's
 //     Start hook has returned, then network-get-interfaces reports the
-//     address from ipconfig0;
+//     address from ipconfig0 and file-read answers through the ReadFile
+//     hook;
 //   - per-operation latency (API calls and task durations) and injected
 //     failures (a failing clone task, with or without cleanup; 401; a lock
 //     timeout).
@@ -74,6 +75,9 @@ type Hooks struct {
 	Start   func(ctx context.Context, vm VM) error
 	Stop    func(ctx context.Context, vm VM) error
 	Destroy func(ctx context.Context, vm VM) error
+	// ReadFile answers the guest agent's file-read (the e2e reads the
+	// node container's file); without it every file is missing.
+	ReadFile func(ctx context.Context, vm VM, path string) ([]byte, error)
 }
 
 // Options configure a simulator.
@@ -566,6 +570,8 @@ func (s *Sim) vmRoute(method string, id int, sub string, p map[string]string, us
 		return s.destroy(v, p, user)
 	case method == "GET" && sub == "/agent/network-get-interfaces":
 		return s.agentInterfaces(v)
+	case method == "GET" && sub == "/agent/file-read":
+		return s.agentFileRead(v, p["file"])
 	}
 	return nil, fail(501, "Method '%s /nodes/%s/qemu/%d%s' not implemented", method, s.o.Node, id, sub)
 }
@@ -645,6 +651,21 @@ func (s *Sim) lockVM(v *vm) *apiError {
 }
 
 func unlockVM(v *vm) { <-v.lock }
+
+// lockFree takes the config lock of a VM without a VM lock ("clone");
+// the caller unlocks.
+func (s *Sim) lockFree(v *vm) *apiError {
+	if err := s.lockVM(v); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := checkLock(v); err != nil {
+		unlockVM(v)
+		return err
+	}
+	return nil
+}
 
 // checkLock refuses an operation on a VM with a config lock ("clone").
 func checkLock(v *vm) *apiError {
@@ -862,15 +883,10 @@ func (s *Sim) updateConfig(v *vm, p map[string]string, user string) (any, *apiEr
 	if len(errs) > 0 {
 		return nil, &apiError{code: 400, msg: "Parameter verification failed.", params: errs}
 	}
-	if err := s.lockVM(v); err != nil {
+	if err := s.lockFree(v); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	if err := checkLock(v); err != nil {
-		s.mu.Unlock()
-		unlockVM(v)
-		return nil, err
-	}
 	if d := p["digest"]; d != "" && d != digest(v.conf) {
 		s.mu.Unlock()
 		unlockVM(v)
@@ -916,16 +932,9 @@ func (s *Sim) resize(v *vm, p map[string]string, user string) (any, *apiError) {
 	if want < cur {
 		return nil, fail(500, "VM %d - shrinking disks is not supported", v.vmid)
 	}
-	if err := s.lockVM(v); err != nil {
+	if err := s.lockFree(v); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if err := checkLock(v); err != nil {
-		s.mu.Unlock()
-		unlockVM(v)
-		return nil, err
-	}
-	s.mu.Unlock()
 	return s.runTask("resize", strconv.Itoa(v.vmid), user, s.o.Latency.Resize, func() error {
 		defer unlockVM(v)
 		s.mu.Lock()
@@ -1039,6 +1048,29 @@ func (s *Sim) agentInterfaces(v *vm) (any, *apiError) {
 	return map[string]any{"result": append(ifaces, eth)}, nil
 }
 
+func (s *Sim) agentFileRead(v *vm, path string) (any, *apiError) {
+	s.mu.Lock()
+	running, ready, snap := v.status == "running", v.agentReady, s.snapshot(v)
+	s.mu.Unlock()
+	switch {
+	case path == "":
+		return nil, badParam("file", "property is missing and it is not optional")
+	case !running:
+		return nil, fail(500, "VM %d is not running", v.vmid)
+	case !ready:
+		return nil, fail(500, "QEMU guest agent is not running")
+	}
+	var data []byte
+	err := fmt.Errorf("no such file")
+	if h := s.o.Hooks.ReadFile; h != nil {
+		data, err = h(s.ctx, snap, path)
+	}
+	if err != nil {
+		return nil, fail(500, "Agent error: Failed to open file '%s': No such file or directory", path)
+	}
+	return map[string]any{"content": string(data), "truncated": 0}, nil
+}
+
 // runTask starts a worker like PVE's fork_worker and returns its UPID.
 func (s *Sim) runTask(typ, id, user string, d time.Duration, work func() error) string {
 	s.mu.Lock()
@@ -1099,5 +1131,14 @@ func (s *Sim) AddVM(vmid int, name string, conf map[string]string, running bool)
 	if running {
 		v.status, v.startedAt = "running", time.Now()
 		v.agentReady = v.conf["agent"] == "1" || v.conf["agent"] == "enabled=1"
+	}
+}
+
+// PowerOff stops a VM as a crash or power loss would (hooks not called).
+func (s *Sim) PowerOff(vmid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := s.vms[vmid]; v != nil {
+		v.status, v.agentReady = "stopped", false
 	}
 }
