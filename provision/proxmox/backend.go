@@ -486,22 +486,30 @@ func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
 		return fmt.Errorf("proxmox.template: no template %q on node %s (templates there: %s)", px.Template, px.Node, orNone(names))
 	}
 	opts := &gp.VirtualMachineCloneOptions{NewID: n.VMID, Full: true, Name: n.Name, Storage: px.Storage, Target: px.Node, Description: b.marker(n, false)}
+	// nextid and the clone request go one at a time within this run;
+	// another client can still take the id in between (PVE answers
+	// "already exists"): then a fresh id is asked for.
 	b.cloneMu.Lock()
-	if opts.NewID == 0 {
-		cl := (&gp.Cluster{}).New(b.Client.API)
-		id, err := cl.NextID(ctx)
-		if err != nil {
-			b.cloneMu.Unlock()
-			return b.api(err, "node %s: next free VMID", n.Name)
-		}
-		opts.NewID = id
-	}
 	var task *gp.Task
-	err = b.retryLocked(ctx, func() error {
-		var err error
-		_, task, err = b.vm(int(tpl.VMID)).Clone(ctx, opts)
-		return err
-	})
+	for attempt := 1; ; attempt++ {
+		if n.VMID == 0 {
+			cl := (&gp.Cluster{}).New(b.Client.API)
+			id, err := cl.NextID(ctx)
+			if err != nil {
+				b.cloneMu.Unlock()
+				return b.api(err, "node %s: next free VMID", n.Name)
+			}
+			opts.NewID = id
+		}
+		err = b.retryLocked(ctx, func() error {
+			var err error
+			_, task, err = b.vm(int(tpl.VMID)).Clone(ctx, opts)
+			return err
+		})
+		if err == nil || n.VMID != 0 || attempt == 3 || !strings.Contains(err.Error(), "already exists") {
+			break
+		}
+	}
 	b.cloneMu.Unlock()
 	if err != nil {
 		return b.api(err, "node %s: clone template %d to VM %d", n.Name, tpl.VMID, opts.NewID)

@@ -428,6 +428,27 @@ func TestNextIDForParallelClones(t *testing.T) {
 	}
 }
 
+// TestNextIDTakenByAnotherClientAsksAgain: PVE refuses the clone ("config
+// file already exists") when another client took the id nextid gave;
+// labctl asks for the next one.
+func TestNextIDTakenByAnotherClientAsksAgain(t *testing.T) {
+	r := newRig(t, pvesim.Latency{}, `
+    - {name: kube-srv-1, address: 10.0.40.101, role: server}
+    - {name: kube-srv-2, address: 10.0.40.102, role: server}
+    - {name: kube-srv-3, address: 10.0.40.103, role: server}`)
+	r.sim.Fail(pvesim.NextIDRace)
+	if _, _, err := r.run(t, r.backend(t, false), false); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, vm := range r.sim.VMs() {
+		got = append(got, fmt.Sprintf("%d %s", vm.VMID, vm.Name))
+	}
+	if len(got) != 4 || got[0] != "100 other-client" {
+		t.Errorf("VMs %v", got)
+	}
+}
+
 // TestLockTimeoutIsRetried: "can't lock file … got timeout" is transient.
 func TestLockTimeoutIsRetried(t *testing.T) {
 	r := newRig(t, pvesim.Latency{}, "")

@@ -30,7 +30,7 @@
 //     hook;
 //   - per-operation latency (API calls and task durations) and injected
 //     failures (a failing clone task, with or without cleanup; 401; a lock
-//     timeout).
+//     timeout; another client taking the id nextid just gave).
 //
 // Not modelled: clusters of several nodes and migration, storages' real
 // capacity and content, linked clones, snapshots, pending changes (a
@@ -109,6 +109,9 @@ const (
 	// LockTimeout answers the next VM-mutating request with "can't lock
 	// file … got timeout".
 	LockTimeout
+	// NextIDRace lets another client create a VM with the id the next
+	// /cluster/nextid answers, right after it answered.
+	NextIDRace
 )
 
 // VM is a snapshot of a simulated VM.
@@ -466,6 +469,9 @@ func (s *Sim) nextID(p map[string]string) (any, *apiError) {
 	}
 	for id := 100; ; id++ {
 		if s.vms[id] == nil {
+			if s.takeFailure(NextIDRace) {
+				s.vms[id] = &vm{vmid: id, conf: map[string]string{"name": "other-client", "cores": "1", "memory": "512"}, status: "stopped", lock: make(chan struct{}, 1)}
+			}
 			return strconv.Itoa(id), nil
 		}
 	}
