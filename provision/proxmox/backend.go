@@ -431,6 +431,22 @@ func (b *Backend) warn(format string, a ...any) {
 	}
 }
 
+// run starts a task (retried while another task holds the VM's config
+// lock) and waits for it, checking its exit status; what names it in
+// errors.
+func (b *Backend) run(ctx context.Context, what string, start func() (*gp.Task, error)) error {
+	var t *gp.Task
+	err := b.retryLocked(ctx, func() error {
+		var err error
+		t, err = start()
+		return err
+	})
+	if err != nil {
+		return b.api(err, "%s", what)
+	}
+	return b.wait(ctx, t, what)
+}
+
 // retryLocked retries an API call that met another task's config lock.
 func (b *Backend) retryLocked(ctx context.Context, fn func() error) error {
 	var err error
@@ -576,16 +592,9 @@ func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
 	}
 	v := b.vm(st.VMID)
 	if disk, size, ok := bootDisk(conf); ok && size < w.diskGiB {
-		var t *gp.Task
-		err := b.retryLocked(ctx, func() error {
-			var err error
-			t, err = v.ResizeDisk(ctx, disk, fmt.Sprintf("%dG", w.diskGiB))
-			return err
-		})
-		if err != nil {
-			return b.api(err, "node %s: grow %s of VM %d to %dG", n.Name, disk, st.VMID, w.diskGiB)
-		}
-		if err := b.wait(ctx, t, fmt.Sprintf("node %s: grow %s of VM %d", n.Name, disk, st.VMID)); err != nil {
+		if err := b.run(ctx, fmt.Sprintf("node %s: grow %s of VM %d to %dG", n.Name, disk, st.VMID, w.diskGiB), func() (*gp.Task, error) {
+			return v.ResizeDisk(ctx, disk, fmt.Sprintf("%dG", w.diskGiB))
+		}); err != nil {
 			return err
 		}
 	}
@@ -605,16 +614,7 @@ func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
 		opts = append(opts, gp.VirtualMachineOption{Name: "net0", Value: withBridge(conf["net0"], w.bridge)})
 	}
 	opts = append(opts, gp.VirtualMachineOption{Name: "description", Value: w.conf["description"]})
-	var t *gp.Task
-	err = b.retryLocked(ctx, func() error {
-		var err error
-		t, err = v.Config(ctx, opts...)
-		return err
-	})
-	if err != nil {
-		return b.api(err, "node %s: configure VM %d", n.Name, st.VMID)
-	}
-	if err := b.wait(ctx, t, fmt.Sprintf("node %s: configure VM %d", n.Name, st.VMID)); err != nil {
+	if err := b.run(ctx, fmt.Sprintf("node %s: configure VM %d", n.Name, st.VMID), func() (*gp.Task, error) { return v.Config(ctx, opts...) }); err != nil {
 		return err
 	}
 	if st.Running && st.Configured {
@@ -635,16 +635,7 @@ func (b *Backend) StartVM(ctx context.Context, n profiles.Node) error {
 	}
 	v := b.vm(st.VMID)
 	if !st.Running {
-		var t *gp.Task
-		err := b.retryLocked(ctx, func() error {
-			var err error
-			t, err = v.Start(ctx)
-			return err
-		})
-		if err != nil {
-			return b.api(err, "node %s: start VM %d", n.Name, st.VMID)
-		}
-		if err := b.wait(ctx, t, fmt.Sprintf("node %s: start VM %d", n.Name, st.VMID)); err != nil {
+		if err := b.run(ctx, fmt.Sprintf("node %s: start VM %d", n.Name, st.VMID), func() (*gp.Task, error) { return v.Start(ctx) }); err != nil {
 			return err
 		}
 	}
@@ -753,27 +744,11 @@ func (b *Backend) DestroyVM(ctx context.Context, n profiles.Node) (bool, error) 
 	}
 	v := b.vm(st.VMID)
 	if st.Running {
-		var t *gp.Task
-		err := b.retryLocked(ctx, func() error {
-			var err error
-			t, err = v.Stop(ctx)
-			return err
-		})
-		if err != nil {
-			return false, b.api(err, "node %s: stop VM %d", n.Name, st.VMID)
-		}
-		if err := b.wait(ctx, t, fmt.Sprintf("node %s: stop VM %d", n.Name, st.VMID)); err != nil {
+		if err := b.run(ctx, fmt.Sprintf("node %s: stop VM %d", n.Name, st.VMID), func() (*gp.Task, error) { return v.Stop(ctx) }); err != nil {
 			return false, err
 		}
 	}
-	var t *gp.Task
-	err = b.retryLocked(ctx, func() error {
-		var err error
-		t, err = v.Delete(ctx, &gp.VirtualMachineDeleteOptions{Purge: true, DestroyUnreferencedDisks: true})
-		return err
+	return true, b.run(ctx, fmt.Sprintf("node %s: destroy VM %d", n.Name, st.VMID), func() (*gp.Task, error) {
+		return v.Delete(ctx, &gp.VirtualMachineDeleteOptions{Purge: true, DestroyUnreferencedDisks: true})
 	})
-	if err != nil {
-		return false, b.api(err, "node %s: destroy VM %d", n.Name, st.VMID)
-	}
-	return true, b.wait(ctx, t, fmt.Sprintf("node %s: destroy VM %d", n.Name, st.VMID))
 }
