@@ -55,8 +55,11 @@ func Destroy(ctx context.Context, e Env, a ProfileArg, o DestroyOptions) error {
 	}
 	name := s.K3d.ClusterName
 	where := "the local Docker"
-	if s.K3d.DockerHost != "" {
+	switch {
+	case s.K3d.DockerHost != "":
 		where = s.K3d.DockerHost
+	case s.K3d.DockerContext != "":
+		where = "Docker context " + s.K3d.DockerContext
 	}
 	if !o.Yes {
 		if err := confirm(e, o, name, fmt.Sprintf("This deletes k3d cluster %q on %s with its volumes, and context %q from %s.", name, where, l.Metadata.Name, o.Kubeconfig)); err != nil {

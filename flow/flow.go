@@ -409,7 +409,7 @@ func (f *builder) k3d() {
 	s := &f.p.Spec
 	k := s.K3d
 	step := plan.Step{
-		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k.DockerHost),
+		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k),
 		Run: func(ctx context.Context, x *plan.Exec) error {
 			if err := x.Wet(k3dChange(s), func(ctx context.Context) error { return f.b.K3d.CreateCluster(ctx) }); err != nil {
 				return err
@@ -561,16 +561,23 @@ func k3dChange(s *profiles.Spec) string {
 		ports = append(ports, fmt.Sprintf("%d:%d@%s", p.HostPort, p.ContainerPort, p.NodeFilter))
 	}
 	docker := "the local Docker"
-	if k.DockerHost != "" {
+	switch {
+	case k.DockerHost != "":
 		docker = "Docker at " + k.DockerHost
+	case k.DockerContext != "":
+		docker = "Docker context " + k.DockerContext
 	}
 	return fmt.Sprintf("create k3d cluster %q on %s: %d server + %d agents, image %s, ports %s, API %s:%d",
 		k.ClusterName, docker, k.Servers, k.Agents, k.Image, strings.Join(ports, " "), k.APIHost, k.APIPort)
 }
 
 // dockerHostLabel names the machine a k3d cluster runs on.
-func dockerHostLabel(dockerHost string) string {
-	if dockerHost == "" || strings.HasPrefix(dockerHost, "unix://") {
+func dockerHostLabel(k *profiles.K3d) string {
+	dockerHost := k.DockerHost
+	switch {
+	case dockerHost == "" && k.DockerContext != "":
+		return "context:" + k.DockerContext
+	case dockerHost == "" || strings.HasPrefix(dockerHost, "unix://"):
 		return "local-docker"
 	}
 	if u, err := url.Parse(dockerHost); err == nil && u.Hostname() != "" {

@@ -153,6 +153,9 @@ type K3d struct {
 	// DockerHost is the Docker endpoint (ssh://user@host, tcp://…, unix://…);
 	// empty means the local Docker.
 	DockerHost string `yaml:"dockerHost,omitempty" json:"dockerHost,omitempty"`
+	// DockerContext names a Docker CLI context (docker context ls) to
+	// use instead; not together with DockerHost.
+	DockerContext string `yaml:"dockerContext,omitempty" json:"dockerContext,omitempty"`
 	// APIHost is the address written into the kubeconfig.
 	APIHost string `yaml:"apiHost" json:"apiHost"`
 	APIPort int    `yaml:"apiPort" json:"apiPort"`

@@ -269,6 +269,9 @@ func (c *checker) proxmox(s *Spec) {
 
 func (c *checker) k3d(s *Spec) {
 	k := s.K3d
+	if k.DockerHost != "" && k.DockerContext != "" {
+		c.add("spec.k3d.dockerContext", "set either dockerHost or dockerContext, not both")
+	}
 	if k.DockerHost != "" {
 		c.url("spec.k3d.dockerHost", k.DockerHost, "ssh", "tcp", "unix")
 	}

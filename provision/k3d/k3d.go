@@ -99,24 +99,39 @@ func SimpleConfig(s *profiles.Spec) conf.SimpleConfig {
 	return c
 }
 
-// withDocker runs fn with DOCKER_HOST set to the profile's Docker host,
-// which is where k3d's Docker runtime takes it from.
+// withDocker runs fn with DOCKER_HOST, or DOCKER_CONTEXT, set to the
+// profile's Docker host or context: k3d's Docker runtime initialises the
+// Docker CLI, which takes them from there (DOCKER_HOST wins over a
+// context, so it is cleared for one).
 var dockerEnv sync.Mutex
 
 func (b *Backend) withDocker(fn func() error) error {
 	quiet()
 	dockerEnv.Lock()
 	defer dockerEnv.Unlock()
-	if h := b.Spec.K3d.DockerHost; h != "" {
-		old, had := os.LookupEnv("DOCKER_HOST")
-		if err := os.Setenv("DOCKER_HOST", h); err != nil {
+	set := map[string]string{}
+	switch k := b.Spec.K3d; {
+	case k.DockerHost != "":
+		set["DOCKER_HOST"] = k.DockerHost
+	case k.DockerContext != "":
+		set["DOCKER_CONTEXT"], set["DOCKER_HOST"] = k.DockerContext, ""
+	}
+	for name, v := range set {
+		old, had := os.LookupEnv(name)
+		var err error
+		if v == "" {
+			err = os.Unsetenv(name)
+		} else {
+			err = os.Setenv(name, v)
+		}
+		if err != nil {
 			return err
 		}
 		defer func() {
 			if had {
-				_ = os.Setenv("DOCKER_HOST", old)
+				_ = os.Setenv(name, old)
 			} else {
-				_ = os.Unsetenv("DOCKER_HOST")
+				_ = os.Unsetenv(name)
 			}
 		}()
 	}

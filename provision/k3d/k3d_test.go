@@ -1,10 +1,14 @@
 package k3d
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/k3d-io/k3d/v5/pkg/runtimes/docker"
 	"sigs.k8s.io/yaml"
 
 	"github.com/labctl/labctl/internal/golden"
@@ -48,4 +52,53 @@ func TestVersionIsTheK3dModuleVersion(t *testing.T) {
 		}
 	}
 	t.Fatal("go.mod does not require github.com/k3d-io/k3d/v5")
+}
+
+// TestDockerHostOrContextReachK3dsDockerClient: k3d's Docker runtime
+// resolves the profile's dockerHost, or its dockerContext from the Docker
+// CLI's context store (over DOCKER_HOST of the environment), and the
+// environment is restored afterwards.
+func TestDockerHostOrContextReachK3dsDockerClient(t *testing.T) {
+	cfg := t.TempDir()
+	t.Setenv("DOCKER_CONFIG", cfg)
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent/from-the-environment.sock")
+	sum := sha256.Sum256([]byte("lab"))
+	meta := filepath.Join(cfg, "contexts", "meta", hex.EncodeToString(sum[:]))
+	if err := os.MkdirAll(meta, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(meta, "meta.json"), []byte(`{"Name":"lab","Metadata":{},"Endpoints":{"docker":{"Host":"tcp://127.0.0.1:2","SkipTLSVerify":false}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host := func(k profiles.K3d) string {
+		t.Helper()
+		b := &Backend{Spec: &profiles.Spec{K3d: &k}}
+		var got string
+		if err := b.withDocker(func() error {
+			c, err := docker.GetDockerClient()
+			if err != nil {
+				return err
+			}
+			got = c.DaemonHost()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		k    profiles.K3d
+		want string
+	}{
+		{profiles.K3d{DockerContext: "lab"}, "tcp://127.0.0.1:2"},
+		{profiles.K3d{DockerHost: "tcp://127.0.0.1:3"}, "tcp://127.0.0.1:3"},
+		{profiles.K3d{}, "unix:///nonexistent/from-the-environment.sock"},
+	} {
+		if got := host(tc.k); got != tc.want {
+			t.Errorf("%+v: Docker at %s, want %s", tc.k, got, tc.want)
+		}
+	}
+	if h := os.Getenv("DOCKER_HOST"); h != "unix:///nonexistent/from-the-environment.sock" || os.Getenv("DOCKER_CONTEXT") != "" {
+		t.Errorf("environment not restored: DOCKER_HOST %q DOCKER_CONTEXT %q", h, os.Getenv("DOCKER_CONTEXT"))
+	}
 }
