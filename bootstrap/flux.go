@@ -61,7 +61,8 @@ type Backend struct {
 	Log io.Writer
 	// Timeout bounds each wait (default 5 minutes).
 	Timeout time.Duration
-	// Client, when set, is used instead of one made from Kubeconfig.
+	// Client, when set, is used instead of one made from Kubeconfig (and
+	// is set to that one once made).
 	Client client.Client
 	// KeyDir keeps generated deploy keys, one per profile (Context).
 	KeyDir string
@@ -87,7 +88,9 @@ func (b *Backend) kube() (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(rc, client.Options{Scheme: scheme})
+	// Made once: the flux step seeds, observes, installs and waits with it.
+	b.Client, err = client.New(rc, client.Options{Scheme: scheme})
+	return b.Client, err
 }
 
 // Scheme knows the objects the bootstrap reads and writes.

@@ -164,33 +164,48 @@ func (b *Backend) ObserveVM(ctx context.Context, n profiles.Node) (State, error)
 	if err != nil {
 		return State{}, err
 	}
+	o, err := b.observe(ctx, n, rs)
+	return o.State, err
+}
+
+// observed is a VM's State with the config it was derived from and the
+// planned one, for the steps that go on to change the VM.
+type observed struct {
+	State
+	conf map[string]string
+	want wanted
+}
+
+// observe is ObserveVM on an already read resource list.
+func (b *Backend) observe(ctx context.Context, n profiles.Node, rs gp.ClusterResources) (observed, error) {
+	var none observed
 	r, err := find(rs, n.Name, false)
 	if err != nil {
-		return State{}, err
+		return none, err
 	}
 	if r == nil {
 		if n.VMID != 0 {
 			for _, o := range rs {
 				if int(o.VMID) == n.VMID {
-					return State{}, fmt.Errorf("node %s: VMID %d is taken by %q on %s; pick another vmid or remove it", n.Name, n.VMID, o.Name, o.Node)
+					return none, fmt.Errorf("node %s: VMID %d is taken by %q on %s; pick another vmid or remove it", n.Name, n.VMID, o.Name, o.Node)
 				}
 			}
 		}
-		return State{}, nil
+		return none, nil
 	}
 	if r.Node != b.node() {
-		return State{}, fmt.Errorf("node %s: VM %d %q is on Proxmox node %s; the profile says %s", n.Name, r.VMID, n.Name, r.Node, b.node())
+		return none, fmt.Errorf("node %s: VM %d %q is on Proxmox node %s; the profile says %s", n.Name, r.VMID, n.Name, r.Node, b.node())
 	}
 	if n.VMID != 0 && int(r.VMID) != n.VMID {
-		return State{}, fmt.Errorf("node %s: VM %q has VMID %d; the profile says %d (labctl does not renumber VMs)", n.Name, n.Name, r.VMID, n.VMID)
+		return none, fmt.Errorf("node %s: VM %q has VMID %d; the profile says %d (labctl does not renumber VMs)", n.Name, n.Name, r.VMID, n.VMID)
 	}
 	conf, err := b.rawConfig(ctx, int(r.VMID))
 	if err != nil {
-		return State{}, err
+		return none, err
 	}
 	var status gp.VirtualMachine
 	if err := b.Client.API.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", b.node(), r.VMID), &status); err != nil {
-		return State{}, b.api(err, "read status of VM %d", r.VMID)
+		return none, b.api(err, "read status of VM %d", r.VMID)
 	}
 	st := State{Exists: true, VMID: int(r.VMID), Running: status.Status == gp.StatusVirtualMachineRunning, Lock: conf["lock"]}
 	desc := strings.TrimSpace(conf["description"])
@@ -198,10 +213,10 @@ func (b *Backend) ObserveVM(ctx context.Context, n profiles.Node) (State, error)
 	st.Configured = desc == b.marker(n, true)
 	want, err := b.want(n)
 	if err != nil {
-		return State{}, err
+		return none, err
 	}
 	st.Drift, st.Notes = diff(conf, want)
-	return st, nil
+	return observed{State: st, conf: conf, want: want}, nil
 }
 
 // Problem says why a VM cannot be used as it is, if it cannot.
@@ -473,7 +488,11 @@ func (b *Backend) vm(id int) *gp.VirtualMachine {
 // adopted (cloned by an earlier, interrupted run); one locked by a failed
 // clone is an error that says how to clear it.
 func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
-	st, err := b.ObserveVM(ctx, n)
+	rs, err := b.resources(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := b.observe(ctx, n, rs)
 	if err != nil {
 		return err
 	}
@@ -484,10 +503,6 @@ func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
 		return nil
 	}
 	px := b.Spec.Proxmox
-	rs, err := b.resources(ctx)
-	if err != nil {
-		return err
-	}
 	tpl, err := find(rs, px.Template, true)
 	if err != nil {
 		return err
@@ -563,7 +578,11 @@ func orNone(xs []string) string {
 // its disk. A VM labctl has not finished configuring gets the whole
 // config; a configured one that drifted is changed only with ApplyDrift.
 func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
-	st, err := b.ObserveVM(ctx, n)
+	rs, err := b.resources(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := b.observe(ctx, n, rs)
 	if err != nil {
 		return err
 	}
@@ -582,14 +601,7 @@ func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
 	if !st.Managed && !b.ApplyDrift {
 		return fmt.Errorf("node %s: VM %d %q was not created by labctl (its description lacks %q); re-run with --apply-drift to take it over: %s", n.Name, st.VMID, n.Name, b.marker(n, true), st.DriftSummary())
 	}
-	w, err := b.want(n)
-	if err != nil {
-		return err
-	}
-	conf, err := b.rawConfig(ctx, st.VMID)
-	if err != nil {
-		return err
-	}
+	w, conf := st.want, st.conf
 	v := b.vm(st.VMID)
 	if disk, size, ok := bootDisk(conf); ok && size < w.diskGiB {
 		if err := b.run(ctx, fmt.Sprintf("node %s: grow %s of VM %d to %dG", n.Name, disk, st.VMID, w.diskGiB), func() (*gp.Task, error) {
