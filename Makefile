@@ -10,7 +10,7 @@ GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Packages whose tests compare with golden files under testdata/.
 GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/... ./provision/prereq/... ./provision/k3s/... ./provision/kubeconfig/... ./provision/k3d/...
 
-.PHONY: all build test vet lint fmt fuzz bench golden testbed e2e ci clean
+.PHONY: all build test test-deps vet lint fmt fuzz bench golden testbed e2e ci clean
 
 all: build test
 
@@ -18,9 +18,27 @@ all: build test
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/labctl ./cmd/labctl
 
-## test: vet, then every unit test (golden files, fuzz seed corpus, engine)
-test: vet
+## test: vet, then every unit test (golden files, fuzz seed corpus, engine);
+## the SSH tests run a real OpenSSH sshd, installed here if missing
+test: vet test-deps
 	$(GO) test -count=1 ./...
+
+# test-deps installs what the unit tests run as real peers (OpenSSH's
+# sshd and ssh-keygen; git for the Flux tests) with apt as root, or says
+# what to install.
+test-deps:
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (the unit tests run them as real peers)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "make test needs$$missing: install them (Debian: apt-get install$$missing) and run it again" >&2; exit 1; \
+	  fi; \
+	fi
 
 vet:
 	$(GO) vet ./...

@@ -40,6 +40,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -179,47 +180,48 @@ var ErrOtherPath = errors.New("flux-system already syncs another path")
 // branch and path with flux-system and every Kustomization of the profile
 // Ready (or reconciling a newer commit after having applied one). A flux-system syncing another path
 // is ErrOtherPath unless Force.
-func (b *Backend) Observe(ctx context.Context) (bool, error) {
+func (b *Backend) Observe(ctx context.Context) (facts.Flux, error) {
 	kc, err := b.kube()
 	if err != nil {
-		return false, err
+		return facts.Flux{}, err
 	}
 	var ks kustomizev1.Kustomization
 	err = kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &ks)
 	if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
-		return false, nil
+		return facts.Flux{Reason: "Flux is not installed"}, nil
 	}
 	if err != nil {
-		return false, err
+		return facts.Flux{}, err
 	}
 	want := "./" + strings.TrimPrefix(b.Spec.Flux.Path, "./")
 	if ks.Spec.Path != want && "./"+strings.TrimPrefix(ks.Spec.Path, "./") != want {
 		if b.Force {
-			return false, nil
+			return facts.Flux{Reason: fmt.Sprintf("flux-system syncs %q; --force re-points it at %q", ks.Spec.Path, want)}, nil
 		}
-		return false, fmt.Errorf("%w: it syncs %q, the profile wants %q (the staging/production mix-up?); pass --force to replace it", ErrOtherPath, ks.Spec.Path, want)
+		return facts.Flux{}, fmt.Errorf("%w: it syncs %q, the profile wants %q (the staging/production mix-up?); pass --force to replace it", ErrOtherPath, ks.Spec.Path, want)
 	}
 	var repo sourcev1.GitRepository
 	if err := kc.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "flux-system"}, &repo); err != nil {
-		return false, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return facts.Flux{Reason: "flux-system has no GitRepository"}, nil
+		}
+		return facts.Flux{}, err
 	}
 	if repo.Spec.URL != b.Spec.Flux.URL || repo.Spec.Reference == nil || repo.Spec.Reference.Branch != b.Spec.Flux.Branch {
-		fmt.Fprintf(b.log(), "Flux syncs %s (%v), the profile wants %s branch %s: bootstrapping again\n", repo.Spec.URL, repo.Spec.Reference, b.Spec.Flux.URL, b.Spec.Flux.Branch)
-		return false, nil
+		return facts.Flux{Reason: fmt.Sprintf("Flux syncs %s (%v), the profile wants %s branch %s: bootstrapping again", repo.Spec.URL, repo.Spec.Reference, b.Spec.Flux.URL, b.Spec.Flux.Branch)}, nil
 	}
 	states, err := b.states(ctx, kc)
 	if err != nil {
-		return false, err
+		return facts.Flux{}, err
 	}
 	// In place: every Kustomization Ready, or applied before and now
 	// reconciling a newer commit (Flux doing its job, not labctl's).
 	for _, s := range states {
 		if !s.Ready && !s.Reconciling {
-			fmt.Fprintf(b.log(), "Flux is installed; Kustomization %s is not Ready (%s): bootstrapping again\n", s.Name, s.Message)
-			return false, nil
+			return facts.Flux{Reason: fmt.Sprintf("Flux is installed; Kustomization %s is not Ready (%s): bootstrapping again", s.Name, s.Message)}, nil
 		}
 	}
-	return true, nil
+	return facts.Flux{InPlace: true, Reason: fmt.Sprintf("Flux syncs %s at %s, %d Kustomizations Ready", b.Spec.Flux.URL, want, len(states))}, nil
 }
 
 type state struct {

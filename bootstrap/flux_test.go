@@ -79,8 +79,9 @@ func TestObserveRefusesTheOtherEnvironmentsPath(t *testing.T) {
 		{"forced", &Backend{Spec: production, Client: cluster(t, "./clusters/staging", true, staging), Force: true}, false, nil, ""},
 	}
 	for _, c := range cases {
-		done, err := c.b.Observe(ctx)
-		if done != c.done || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) || !strings.Contains(errString(err), c.inErr) {
+		f, err := c.b.Observe(ctx)
+		done := f.InPlace
+		if done != c.done || (err == nil && f.Reason == "") || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) || !strings.Contains(errString(err), c.inErr) {
 			t.Errorf("%s: done=%v err=%v; want done=%v err=%v (%q)", c.name, done, err, c.done, c.err, c.inErr)
 		}
 	}

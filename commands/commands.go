@@ -17,7 +17,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labctl/labctl/flow"
-	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -217,10 +216,13 @@ func ProfilesValidate(e Env, args []ProfileArg) error {
 
 // PlanOptions shape `labctl plan`.
 type PlanOptions struct {
-	// Observe reads the profile's Proxmox VE (read-only) so the plan
-	// shows what exists, and what drifted, instead of assuming nothing.
+	// Observe reads what exists, read-only (Proxmox VE, the hosts and K3s
+	// over SSH, a k3d cluster), so the plan shows what is in place and
+	// what drifted instead of assuming fresh machines.
 	Observe bool
-	Proxmox ProxmoxOptions
+	// Kubeconfig is the file an observed plan compares the context with.
+	Kubeconfig string
+	Proxmox    ProxmoxOptions
 }
 
 // Plan prints the full create flow for a profile: every step in order,
@@ -231,41 +233,37 @@ func Plan(ctx context.Context, e Env, a ProfileArg, o PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	var b flow.Backends
-	footer := "State not observed: the plan assumes fresh machines."
-	if o.Observe {
-		if l.Spec.Proxmox == nil {
-			return fmt.Errorf("profile %s: --observe reads Proxmox VE, and this profile has no proxmox section", l.Metadata.Name)
-		}
-		vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
-		if err != nil {
-			return err
-		}
-		b.VMs = vms
-		footer = fmt.Sprintf("VMs observed at %s; hosts, K3s and Flux not observed: their steps assume fresh machines.", vms.Client.Endpoint)
-	}
-	p, err := flow.Create(&l.Profile, b, flow.Options{DryRun: true})
+	w, err := e.backends(l, wiring{Offline: !o.Observe, Flux: true, OfflineFlux: true, Kubeconfig: o.Kubeconfig, Proxmox: o.Proxmox})
 	if err != nil {
 		return err
 	}
-	rec := &plan.Recorder{}
-	_, runErr := plan.Run(ctx, p, plan.Options{DryRun: true, Sink: rec, Now: e.Now})
-	events := plan.Ordered(rec.Events())
-	switch e.Output {
-	case OutputJSON:
-		sink := plan.NewJSONLines(e.Stdout)
-		for _, ev := range events {
-			sink.Event(ev)
-		}
-	case OutputText, "":
-		if err := plan.WritePlan(e.Stdout, events); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.Stdout, "Profile %s from %s. %s\n", l.Metadata.Name, strings.Join(l.Sources, " + "), footer)
-	default:
-		return fmt.Errorf("output %q: want text or json", e.Output)
+	defer w.Close()
+	opts := flow.Options{}
+	footer := "State not observed: the plan assumes fresh machines."
+	if o.Observe {
+		opts.Kubeconfig = w.Kubeconfig
+		footer = observedFooter(l, w)
 	}
-	return runErr
+	p, err := flow.Create(&l.Profile, w.Backends, opts)
+	if err != nil {
+		return err
+	}
+	return e.dryRun(ctx, p, fmt.Sprintf("Profile %s from %s. %s", l.Metadata.Name, strings.Join(l.Sources, " + "), footer))
+}
+
+// observedFooter says what an observed plan read.
+func observedFooter(l *profiles.Loaded, w *wired) string {
+	var parts []string
+	switch {
+	case l.Spec.K3d != nil:
+		parts = append(parts, "k3d cluster and kubeconfig observed")
+	default:
+		if w.vms != nil {
+			parts = append(parts, "VMs observed at "+w.vms.Client.Endpoint)
+		}
+		parts = append(parts, "hosts, K3s and kubeconfig observed (read-only, over SSH)")
+	}
+	return strings.Join(parts, "; ") + "; Flux not observed: its step assumes it is not installed."
 }
 
 func writeJSON(w io.Writer, v any) error {

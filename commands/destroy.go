@@ -6,25 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/ssh/knownhosts"
-
-	"github.com/labctl/labctl/profiles"
-	"github.com/labctl/labctl/provision/remote"
-
-	"github.com/labctl/labctl/provision/k3d"
-	"github.com/labctl/labctl/provision/kubeconfig"
+	"github.com/labctl/labctl/flow"
+	"github.com/labctl/labctl/plan"
 )
 
 // DestroyOptions shape `labctl destroy`.
 type DestroyOptions struct {
-	// Yes skips the confirmation; without it the cluster's name must be
-	// typed on Confirm.
+	// Yes skips the confirmation; without it the confirmation word (the
+	// k3d cluster's name, else the profile's) must be typed on Confirm.
 	Yes     bool
 	Confirm io.Reader
+	// DryRun prints the plan and changes nothing.
+	DryRun bool
 	// Kubeconfig is the file whose context is removed.
 	Kubeconfig string
 	// Proxmox shapes the VM provider of a profile with spec.proxmox.
@@ -34,63 +29,57 @@ type DestroyOptions struct {
 // ErrNotConfirmed is returned when destroy was not confirmed.
 var ErrNotConfirmed = errors.New("not confirmed")
 
-// Destroy deletes a profile's k3d cluster (containers, network, volumes)
-// or its Proxmox VMs (stopped and purged with their disks; only VMs that
-// labctl created), and removes its context from the kubeconfig. labctl
-// does not uninstall K3s from hosts it was given.
+// Destroy shows the destroy plan and, once confirmed, runs it: a k3d
+// cluster deleted with its volumes; Proxmox VMs (labctl's only) stopped
+// and purged and their host keys forgotten; on hosts that were given, K3s
+// uninstalled with its own scripts, the host prerequisites left in
+// place; then the kubeconfig context removed.
 func Destroy(ctx context.Context, e Env, a ProfileArg, o DestroyOptions) error {
 	l, err := e.Load(a)
 	if err != nil {
 		return err
 	}
 	s := &l.Spec
-	if o.Kubeconfig == "" {
-		o.Kubeconfig = kubeconfig.DefaultPath()
-	}
+	word, what := l.Metadata.Name, ""
 	switch {
+	case s.K3d != nil:
+		word = s.K3d.ClusterName
+		what = fmt.Sprintf("This deletes k3d cluster %q with its volumes, and its kubeconfig context.", word)
 	case s.Proxmox != nil:
-		return destroyProxmox(ctx, e, l, o)
-	case s.K3d == nil:
-		return fmt.Errorf("profile %s: its hosts were given, not created by labctl: nothing to destroy", l.Metadata.Name)
-	}
-	name := s.K3d.ClusterName
-	where := "the local Docker"
-	switch {
-	case s.K3d.DockerHost != "":
-		where = s.K3d.DockerHost
-	case s.K3d.DockerContext != "":
-		where = "Docker context " + s.K3d.DockerContext
-	}
-	if !o.Yes {
-		if err := confirm(e, o, name, fmt.Sprintf("This deletes k3d cluster %q on %s with its volumes, and context %q from %s.", name, where, l.Metadata.Name, o.Kubeconfig)); err != nil {
-			return fmt.Errorf("destroy %s: %w", l.Metadata.Name, err)
+		var names []string
+		for _, n := range s.Nodes {
+			names = append(names, fmt.Sprintf("%s (%s)", n.Name, n.Address))
 		}
+		what = fmt.Sprintf("This stops and purges, with their disks, the VMs %s on Proxmox node %s, forgets their host keys and removes the kubeconfig context.", strings.Join(names, ", "), s.Proxmox.Node)
+	default:
+		what = fmt.Sprintf("This uninstalls K3s from %s, deleting the cluster's data on them, and removes the kubeconfig context.", plural(len(s.Nodes), "host"))
 	}
-	b := &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
-	exists, err := b.Observe(ctx)
-	if err != nil && !errors.Is(err, k3d.ErrShape) {
-		return err
-	}
-	if exists {
-		if err := b.Delete(ctx); err != nil {
-			return fmt.Errorf("delete k3d cluster %s: %w", name, err)
-		}
-		fmt.Fprintf(e.Stdout, "deleted k3d cluster %q on %s\n", name, where)
-	} else {
-		fmt.Fprintf(e.Stdout, "k3d cluster %q does not exist on %s\n", name, where)
-	}
-	return removeContext(e, l.Metadata.Name, o.Kubeconfig)
-}
-
-func removeContext(e Env, name, file string) error {
-	removed, err := kubeconfig.Remove(file, name)
+	w, err := e.backends(l, wiring{Kubeconfig: o.Kubeconfig, Proxmox: o.Proxmox})
 	if err != nil {
 		return err
 	}
-	if removed {
-		fmt.Fprintf(e.Stdout, "removed context %q from %s\n", name, file)
+	defer w.Close()
+	p, err := flow.Destroy(&l.Profile, w.Backends, flow.Options{Kubeconfig: w.Kubeconfig})
+	if err != nil {
+		return err
 	}
-	return nil
+	// The plan first, from what exists now: what the confirmation is for.
+	if err := e.dryRun(ctx, p, ""); err != nil || o.DryRun {
+		return err
+	}
+	if !o.Yes {
+		if err := confirm(e, o, word, what); err != nil {
+			return fmt.Errorf("destroy %s: %w", l.Metadata.Name, err)
+		}
+	}
+	// A new plan (and facts model) for the real run, which observes
+	// again. Every VM or host is attempted; a failure blocks only the
+	// context's removal.
+	if p, err = flow.Destroy(&l.Profile, w.Backends, flow.Options{Kubeconfig: w.Kubeconfig}); err != nil {
+		return err
+	}
+	_, err = plan.Run(ctx, p, plan.Options{Sink: e.sink(), KeepGoing: true, Now: e.Now})
+	return err
 }
 
 // confirm asks for word to be typed on o.Confirm.
@@ -106,40 +95,9 @@ func confirm(e Env, o DestroyOptions, word, what string) error {
 	return nil
 }
 
-// destroyProxmox stops and purges the profile's VMs (only those labctl
-// created), forgets their host keys, and removes the kubeconfig context.
-func destroyProxmox(ctx context.Context, e Env, l *profiles.Loaded, o DestroyOptions) error {
-	s := &l.Spec
-	var names []string
-	for _, n := range s.Nodes {
-		names = append(names, fmt.Sprintf("%s (%s)", n.Name, n.Address))
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
 	}
-	if !o.Yes {
-		what := fmt.Sprintf("This stops and purges, with their disks, the VMs %s on Proxmox node %s, forgets their host keys and removes context %q from %s.",
-			strings.Join(names, ", "), s.Proxmox.Node, l.Metadata.Name, o.Kubeconfig)
-		if err := confirm(e, o, l.Metadata.Name, what); err != nil {
-			return fmt.Errorf("destroy %s: %w", l.Metadata.Name, err)
-		}
-	}
-	b, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
-	if err != nil {
-		return err
-	}
-	if err := destroyVMs(ctx, e, l, b); err != nil {
-		return err
-	}
-	if s.SSH != nil && s.SSH.KnownHostsFile != "" {
-		var hosts []string
-		for _, n := range s.Nodes {
-			hosts = append(hosts, knownhosts.Normalize(net.JoinHostPort(n.Address, strconv.Itoa(max(s.SSH.Port, 22)))))
-		}
-		removed, err := remote.ForgetHostKeys(s.SSH.KnownHostsFile, hosts)
-		if err != nil {
-			return fmt.Errorf("forget the VMs' host keys: %w", err)
-		}
-		if removed > 0 {
-			fmt.Fprintf(e.Stdout, "forgot %d host key line(s) of the VMs in %s\n", removed, s.SSH.KnownHostsFile)
-		}
-	}
-	return removeContext(e, l.Metadata.Name, o.Kubeconfig)
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -5,9 +5,6 @@ import (
 	"fmt"
 
 	"github.com/labctl/labctl/provision/k3s"
-	"github.com/labctl/labctl/provision/kubeconfig"
-	"github.com/labctl/labctl/provision/nodes"
-	"github.com/labctl/labctl/provision/remote"
 )
 
 // KubeconfigOptions shape `labctl kubeconfig`.
@@ -27,17 +24,12 @@ func Kubeconfig(ctx context.Context, e Env, a ProfileArg, o KubeconfigOptions) e
 	if err != nil {
 		return err
 	}
-	s := &l.Spec
-	if o.Path == "" {
-		o.Path = kubeconfig.DefaultPath()
+	w, err := e.backends(l, wiring{AcceptNewHostKeys: o.AcceptNewHostKeys, Kubeconfig: o.Path, HostsOnly: true})
+	if err != nil {
+		return err
 	}
-	pool := remote.NewPool(nil)
-	defer pool.Close()
-	b := &k3s.Backend{
-		Hosts: &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys},
-		Spec:  s, Profile: l.Metadata.Name, Kubeconfig: o.Path,
-	}
-	n, changed, err := b.MergeKubeconfig(ctx, o.SwitchContext)
+	defer w.Close()
+	n, changed, err := w.k3s.MergeKubeconfig(ctx, o.SwitchContext)
 	if err != nil {
 		return err
 	}
@@ -45,6 +37,6 @@ func Kubeconfig(ctx context.Context, e Env, a ProfileArg, o KubeconfigOptions) e
 	if !changed {
 		verb = "already up to date:"
 	}
-	fmt.Fprintf(e.Stdout, "%s context %q (server %s, from %s) in %s\n", verb, l.Metadata.Name, k3s.ServerURL(n), n.Name, o.Path)
+	fmt.Fprintf(e.Stdout, "%s context %q (server %s, from %s) in %s\n", verb, l.Metadata.Name, k3s.ServerURL(n), n.Name, w.Kubeconfig)
 	return nil
 }

@@ -9,10 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/labctl/labctl/plan"
-	"github.com/labctl/labctl/profiles"
-	"github.com/labctl/labctl/provision/nodes"
 	"github.com/labctl/labctl/provision/prereq"
-	"github.com/labctl/labctl/provision/remote"
 )
 
 // PreflightOptions shape `labctl preflight`.
@@ -46,9 +43,12 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 	if s.Storage.Longhorn != nil {
 		dataPath = s.Storage.Longhorn.DataPath
 	}
-	pool := remote.NewPool(nil)
-	defer pool.Close()
-	hosts := &nodes.Backend{Pool: pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys}
+	w, err := e.backends(l, wiring{AcceptNewHostKeys: o.AcceptNewHostKeys, HostsOnly: true})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	hosts := w.k3s.Hosts
 	var mu sync.Mutex
 	reports := map[string]*HostReport{}
 	p := plan.New("preflight " + l.Metadata.Name)
@@ -58,7 +58,7 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		p.Add(plan.Step{
 			ID: "preflight/" + n.Name, Title: "Check host prerequisites", Host: n.Name,
 			Run: func(ctx context.Context, x *plan.Exec) error {
-				facts, err := gatherFacts(ctx, hosts, n, dataPath)
+				facts, err := hosts.Gather(ctx, n, dataPath)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -98,14 +98,6 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		return fmt.Errorf("%w: %d missing (labctl create installs them), %d warnings, %d hosts unreachable", ErrNotReady, counts[prereq.Missing], counts[prereq.Warn], failed)
 	}
 	return nil
-}
-
-func gatherFacts(ctx context.Context, hosts *nodes.Backend, n profiles.Node, dataPath string) (prereq.Facts, error) {
-	h, err := hosts.Host(ctx, n)
-	if err != nil {
-		return nil, err
-	}
-	return prereq.Gather(ctx, h, dataPath)
 }
 
 func writePreflight(e Env, reports []*HostReport) {

@@ -109,13 +109,13 @@ spec:
 	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Confirm: strings.NewReader("labctl-e2e\n"), Kubeconfig: kc}); err != nil {
 		t.Fatalf("destroy: %v\n%s", err, out2.String())
 	}
-	if exists, err := backend.Observe(ctx); exists || err != nil {
-		t.Errorf("after destroy: exists=%v %v", exists, err)
+	if c, err := backend.Observe(ctx); c.Exists || err != nil {
+		t.Errorf("after destroy: exists=%v %v", c.Exists, err)
 	}
 	if cfg, _ := clientcmd.LoadFromFile(kc); cfg.Contexts["local-e2e"] != nil {
 		t.Error("context local-e2e left in the kubeconfig")
 	}
-	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Yes: true, Kubeconfig: kc}); err != nil || !strings.Contains(out2.String(), "does not exist") {
+	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Yes: true, Kubeconfig: kc}); err != nil || !strings.Contains(out2.String(), `= no k3d cluster "labctl-e2e"`) {
 		t.Errorf("second destroy: %v\n%s", err, out2.String())
 	}
 	t.Logf("destroy:\n%s", out2.String())

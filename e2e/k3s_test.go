@@ -135,9 +135,9 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	run := func(name string) *plan.Report {
 		pool := remote.NewPool(nil)
 		defer pool.Close()
-		pool.Redact.Add(token)
 		hosts := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, DataPath: l.Spec.Storage.Longhorn.DataPath}
-		kb := &k3s.Backend{Hosts: hosts, Spec: &l.Spec, Profile: l.Metadata.Name, Token: token, Kubeconfig: kc}
+		tok := &nodes.Token{Dir: state, Profile: l.Metadata.Name, Redact: pool.Redact}
+		kb := &nodes.K3s{Hosts: hosts, Spec: &l.Spec, Profile: l.Metadata.Name, Token: tok, Kubeconfig: kc}
 		p, err := flow.Cluster(&l.Profile, flow.Backends{Hosts: hosts, K3s: kb}, flow.Options{Kubeconfig: kc})
 		if err != nil {
 			t.Fatal(err)

@@ -335,7 +335,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	if ps, _ := bed.Docker.Output(ctx, "ps", "-a", "--filter", "name=kube-srv", "--format", "{{.Names}}"); strings.TrimSpace(ps) != "" {
 		t.Errorf("node containers after destroy: %s", ps)
 	}
-	if !strings.Contains(dout.String(), "forgot 3 host key line(s)") || !strings.Contains(dout.String(), `removed context "production-e2e"`) {
+	if !strings.Contains(dout.String(), "3 host key lines of the VMs in") || !strings.Contains(dout.String(), `+ remove context "production-e2e"`) {
 		t.Errorf("destroy output:\n%s", dout.String())
 	}
 }

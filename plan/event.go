@@ -17,7 +17,9 @@ type Kind string
 const (
 	KindPlan       Kind = "plan"        // the schedule, once, first
 	KindStepStart  Kind = "step-start"  // a step began (its Check runs next)
+	KindObserved   Kind = "observed"    // what the Check saw: inPlace, and why
 	KindChange     Kind = "change"      // a Wet action: made, or in a dry run planned
+	KindProgress   Kind = "progress"    // an output line of a change that is running
 	KindWait       Kind = "wait"        // a read-only wait on earlier changes
 	KindLog        Kind = "log"         // progress that changes nothing
 	KindStepDone   Kind = "step-done"   // Status says done or skipped
@@ -36,6 +38,7 @@ type Event struct {
 	Host     string        `json:"host,omitempty"`
 	Message  string        `json:"message,omitempty"`
 	Status   Status        `json:"status,omitempty"`
+	InPlace  bool          `json:"inPlace,omitempty"`
 	DryRun   bool          `json:"dryRun,omitempty"`
 	Error    string        `json:"error,omitempty"`
 	Done     int           `json:"done,omitempty"`
@@ -137,15 +140,40 @@ type Progress struct {
 	mu    sync.Mutex
 	w     io.Writer
 	width int
+	// Live is set for a terminal: the output of a running command is
+	// shown on one line that each new line replaces.
+	Live bool
+	live bool // a live line is on screen
 }
 
 // NewProgress writes human progress to w.
 func NewProgress(w io.Writer) *Progress { return &Progress{w: w, width: 12} }
 
+// clearLive removes the live line before a regular line is written.
+func (p *Progress) clearLive() {
+	if p.live {
+		fmt.Fprint(p.w, "\r\033[K")
+		p.live = false
+	}
+}
+
 // Event implements Sink.
 func (p *Progress) Event(e Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if e.Kind == KindProgress {
+		if p.Live {
+			line := e.Message
+			if len(line) > 100 {
+				line = line[:100]
+			}
+			p.clearLive()
+			fmt.Fprintf(p.w, "%-*s    | %s", p.width, label(e.Host), line)
+			p.live = true
+		}
+		return
+	}
+	p.clearLive()
 	switch e.Kind {
 	case KindPlan:
 		for _, h := range e.Hosts {
@@ -155,7 +183,7 @@ func (p *Progress) Event(e Event) {
 		if e.DryRun {
 			mode = " (dry run)"
 		}
-		fmt.Fprintf(p.w, "==> %s: %d steps on %d hosts%s\n", e.Plan, e.Total, len(e.Hosts), mode)
+		fmt.Fprintf(p.w, "==> %s: %s on %s%s\n", e.Plan, plural(e.Total, "step"), plural(len(e.Hosts), "host"), mode)
 	case KindStepStart:
 		fmt.Fprintf(p.w, "%-*s  %s ...\n", p.width, label(e.Host), e.Title)
 	case KindChange:
@@ -174,20 +202,30 @@ func (p *Progress) Event(e Event) {
 		fmt.Fprintf(p.w, "%-*s    wait for %s\n", p.width, label(e.Host), e.Message)
 	case KindLog:
 		fmt.Fprintf(p.w, "%-*s    %s\n", p.width, label(e.Host), e.Message)
+	case KindObserved:
+		if !e.InPlace {
+			fmt.Fprintf(p.w, "%-*s    %s\n", p.width, label(e.Host), e.Message)
+		}
 	case KindStepDone:
 		what := "done"
-		if e.Status == StatusSkipped {
+		switch e.Status {
+		case StatusSkipped:
 			what = "already done"
+		case StatusBlocked:
+			fmt.Fprintf(p.w, "%-*s  %s: %s [%d/%d]\n", p.width, label(e.Host), e.Title, e.Message, e.Done, e.Total)
+			return
 		}
 		fmt.Fprintf(p.w, "%-*s  %s: %s (%s) [%d/%d]\n", p.width, label(e.Host), e.Title, what, e.Elapsed.Round(time.Millisecond), e.Done, e.Total)
 	case KindStepFailed:
-		fmt.Fprintf(p.w, "%-*s  %s: FAILED: %s [%d/%d]\n", p.width, label(e.Host), e.Title, e.Error, e.Done, e.Total)
+		// The error is printed once, with the run's result, by the command.
+		fmt.Fprintf(p.w, "%-*s  %s: FAILED [%d/%d]\n", p.width, label(e.Host), e.Title, e.Done, e.Total)
 	case KindDone:
 		if e.Error != "" {
-			fmt.Fprintf(p.w, "==> %s failed after %s: %s\n", e.Plan, e.Elapsed.Round(time.Millisecond), firstLine(e.Error))
+			// The error itself is printed once, by whoever handles it.
+			fmt.Fprintf(p.w, "==> %s failed after %s (%s, %s made)\n", e.Plan, e.Elapsed.Round(time.Millisecond), plural(e.Done, "step")+" ended", plural(e.Changes, "change"))
 			return
 		}
-		fmt.Fprintf(p.w, "==> %s finished in %s: %d steps, %d changes\n", e.Plan, e.Elapsed.Round(time.Millisecond), e.Done, e.Changes)
+		fmt.Fprintf(p.w, "==> %s finished in %s: %s, %s\n", e.Plan, e.Elapsed.Round(time.Millisecond), plural(e.Done, "step"), plural(e.Changes, "change"))
 	}
 }
 

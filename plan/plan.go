@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -29,13 +30,31 @@ type Step struct {
 	// Serial groups steps that must run one at a time, in the order they
 	// were added, even when their other dependencies would allow more.
 	Serial string
-	// Check reports whether the step's outcome is already in place, from
-	// observed state, without changing anything; log reports what it saw
-	// that an operator must know (a warning) even when nothing is to do.
-	// Nil means "cannot tell": the step runs (and a dry run says it would).
-	Check func(ctx context.Context, log func(msg string)) (bool, error)
+	// Check observes whether the step's outcome is already in place,
+	// without changing anything, and says why (the reason is shown by
+	// plan, verify and the JSON events); log reports what it saw that an
+	// operator must know (a warning) even when nothing is to do. Nil
+	// means "cannot tell": the step runs (and a dry run says it would).
+	Check func(ctx context.Context, log func(msg string)) (Verdict, error)
 	// Run does the work; every change goes through x.Wet.
 	Run func(ctx context.Context, x *Exec) error
+}
+
+// Verdict is what a step's Check observed: whether its outcome is in
+// place, and why (or why not), in words an operator reads.
+type Verdict struct {
+	Done   bool
+	Reason string
+}
+
+// InPlace is the verdict of a step with nothing to do.
+func InPlace(format string, a ...any) Verdict {
+	return Verdict{Done: true, Reason: fmt.Sprintf(format, a...)}
+}
+
+// ToDo is the verdict of a step that must run, with what it found.
+func ToDo(format string, a ...any) Verdict {
+	return Verdict{Reason: fmt.Sprintf(format, a...)}
 }
 
 // Plan is an ordered set of steps.
@@ -173,23 +192,9 @@ func appendUnique(xs []int, x int) []int {
 	return append(xs, x)
 }
 
-func containsInt(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
+func containsInt(xs []int, x int) bool { return slices.Contains(xs, x) }
 
-func containsString(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
+func containsString(xs []string, x string) bool { return slices.Contains(xs, x) }
 
 // label is a step's host or, for cluster-wide steps, a dash.
 func label(host string) string {

@@ -39,7 +39,7 @@ func (s *state) set(k string) {
 func ensure(st *state, id, host string, after ...string) Step {
 	return Step{
 		ID: id, Title: strings.Split(id, "/")[0], Host: host, After: after,
-		Check: func(context.Context, func(string)) (bool, error) { return st.has(id), nil },
+		Check: func(context.Context, func(string)) (Verdict, error) { return Verdict{Done: st.has(id)}, nil },
 		Run: func(ctx context.Context, x *Exec) error {
 			return x.Wet("create "+id, func(context.Context) error { st.set(id); return nil })
 		},
@@ -342,4 +342,112 @@ func TestEventRenderingIsStable(t *testing.T) {
 	golden.Assert(t, "testdata/demo.plan.txt", text.Bytes())
 	golden.Assert(t, "testdata/demo.events.jsonl", jsonl.Bytes())
 	golden.Assert(t, "testdata/demo.progress.txt", progress.Bytes())
+}
+
+func TestKeepGoingRunsIndependentStepsAndBlocksDependentsOfAFailure(t *testing.T) {
+	p := New("verify")
+	var ran sync.Map
+	mark := func(id string) func(context.Context, *Exec) error {
+		return func(context.Context, *Exec) error { ran.Store(id, true); return nil }
+	}
+	p.Add(
+		Step{ID: "a", Run: func(context.Context, *Exec) error { return errors.New("a is broken") }},
+		Step{ID: "a2", After: []string{"a"}, Run: mark("a2")},
+		Step{ID: "a3", After: []string{"a2"}, Run: mark("a3")},
+		Step{ID: "b", Run: mark("b")},
+		Step{ID: "b2", After: []string{"b"}, Run: mark("b2")},
+	)
+	rec := &Recorder{}
+	rep, err := Run(context.Background(), p, Options{KeepGoing: true, Parallel: 1, Sink: rec})
+	if err == nil || !strings.Contains(err.Error(), "a: a is broken") {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]Status{}
+	for _, s := range rep.Steps {
+		got[s.ID] = s.Status
+	}
+	want := map[string]Status{"a": StatusFailed, "a2": StatusBlocked, "a3": StatusBlocked, "b": StatusDone, "b2": StatusDone}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	if _, ok := ran.Load("a2"); ok {
+		t.Error("a step waiting on a failed one ran")
+	}
+	var out bytes.Buffer
+	if err := WritePlan(&out, rec.Events()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "- not run: waits for a2, which failed") {
+		t.Errorf("plan text lacks the blocked step:\n%s", out.String())
+	}
+}
+
+func TestCheckReasonIsShownByPlanProgressAndEvents(t *testing.T) {
+	p := New("t")
+	p.Add(
+		Step{ID: "k3s/a", Title: "K3s", Host: "a",
+			Check: func(context.Context, func(string)) (Verdict, error) {
+				return InPlace("k3s v1.34.4+k3s1 active, config.yaml as rendered"), nil
+			}, Run: noop},
+		Step{ID: "k3s/b", Title: "K3s", Host: "b",
+			Check: func(context.Context, func(string)) (Verdict, error) {
+				return ToDo("k3s not installed"), nil
+			},
+			Run: func(ctx context.Context, x *Exec) error {
+				return x.Wet("install k3s", func(ctx context.Context) error {
+					Output(ctx)("[INFO]  Downloading K3s")
+					return nil
+				})
+			}},
+	)
+	rec := &Recorder{}
+	var progress bytes.Buffer
+	pr := NewProgress(&progress)
+	pr.Live = true
+	rep, err := Run(context.Background(), p, Options{Sink: Sinks{rec, pr}, Parallel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Steps[0].Reason == "" || rep.Steps[1].Reason != "k3s not installed" {
+		t.Errorf("reasons: %q %q", rep.Steps[0].Reason, rep.Steps[1].Reason)
+	}
+	var text bytes.Buffer
+	if err := WritePlan(&text, rec.Events()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"a  = k3s v1.34.4+k3s1 active, config.yaml as rendered", "b    k3s not installed", "+ install k3s"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("plan lacks %q:\n%s", want, text.String())
+		}
+	}
+	if !strings.Contains(progress.String(), "| [INFO]  Downloading K3s") || !strings.Contains(progress.String(), "\r\033[K") {
+		t.Errorf("live progress line missing:\n%q", progress.String())
+	}
+	if !strings.Contains(progress.String(), "2 steps on 2 hosts") {
+		t.Errorf("progress header: %q", progress.String())
+	}
+	seen := false
+	for _, e := range rec.Events() {
+		seen = seen || (e.Kind == KindObserved && e.InPlace && e.Step == "k3s/a")
+	}
+	if !seen {
+		t.Error("no observed event with inPlace for k3s/a")
+	}
+}
+
+func TestPluralsInPlanAndProgress(t *testing.T) {
+	p := New("one")
+	p.Add(Step{ID: "x", Title: "X", Host: "h", Run: noop})
+	rec := &Recorder{}
+	var progress bytes.Buffer
+	if _, err := Run(context.Background(), p, Options{Sink: Sinks{rec, NewProgress(&progress)}}); err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	_ = WritePlan(&text, rec.Events())
+	for _, s := range []string{progress.String(), text.String()} {
+		if strings.Contains(s, "1 hosts") || strings.Contains(s, "1 steps") || strings.Contains(s, "1 changes") {
+			t.Errorf("plural for one:\n%s", s)
+		}
+	}
 }

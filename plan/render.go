@@ -21,10 +21,13 @@ func WritePlan(w io.Writer, events []Event) error {
 	var done Event
 	for _, e := range events[1:] {
 		switch e.Kind {
-		case KindChange, KindWait, KindLog:
+		case KindChange, KindWait, KindLog, KindObserved:
 			byStep[e.Step] = append(byStep[e.Step], e)
 		case KindStepDone, KindStepFailed:
 			status[e.Step] = e.Status
+			if e.Status == StatusBlocked {
+				byStep[e.Step] = append(byStep[e.Step], e)
+			}
 			if e.Kind == KindStepFailed {
 				status[e.Step] = StatusFailed
 				byStep[e.Step] = append(byStep[e.Step], e)
@@ -78,11 +81,23 @@ func WritePlan(w io.Writer, events []Event) error {
 
 func stepLines(evs []Event, st Status) []string {
 	var out []string
-	if st == StatusSkipped {
+	observed := false
+	for _, e := range evs {
+		observed = observed || e.Kind == KindObserved
+	}
+	if st == StatusSkipped && !observed {
 		out = append(out, "= already in place")
 	}
 	for _, e := range evs {
 		switch e.Kind {
+		case KindObserved:
+			if e.InPlace {
+				out = append(out, "= "+e.Message)
+			} else {
+				out = append(out, "  "+e.Message)
+			}
+		case KindStepDone:
+			out = append(out, "- "+e.Message)
 		case KindChange:
 			first, rest, _ := strings.Cut(e.Message, "\n")
 			out = append(out, "+ "+first)
@@ -117,11 +132,11 @@ func groupMode(g []Scheduled) string {
 	}
 	switch {
 	case sameStage:
-		return fmt.Sprintf("%d hosts in parallel", len(g))
+		return plural(len(g), "host") + " in parallel"
 	case sameSerial:
-		return fmt.Sprintf("%d hosts, one at a time", len(g))
+		return plural(len(g), "host") + ", one at a time"
 	}
-	return fmt.Sprintf("%d hosts, in order", len(g))
+	return plural(len(g), "host") + ", in order"
 }
 
 func plural(n int, noun string) string {

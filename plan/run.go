@@ -14,6 +14,11 @@ type Options struct {
 	DryRun bool
 	// Parallel bounds how many steps run at once (default 8).
 	Parallel int
+	// KeepGoing runs every step whose dependencies succeeded, even after
+	// a failure elsewhere: a read-only report (verify, plan --observe)
+	// shows every finding, not the first. Steps waiting on a failed step
+	// end blocked.
+	KeepGoing bool
 	// Sink receives events; nil discards them.
 	Sink Sink
 	// Now is the clock (tests fix it).
@@ -29,6 +34,7 @@ const (
 	StatusDone    Status = "done"    // ran; in a dry run: would run
 	StatusSkipped Status = "skipped" // Check said it is already in place
 	StatusFailed  Status = "failed"
+	StatusBlocked Status = "blocked" // KeepGoing: a step it waits for failed
 )
 
 // StepResult is what happened to one step.
@@ -38,7 +44,9 @@ type StepResult struct {
 	Start   time.Time
 	End     time.Time
 	Changes []string // the Wet actions, made or (dry run) planned
-	Err     error
+	// Reason is what the step's Check observed.
+	Reason string
+	Err    error
 }
 
 // Duration is how long the step took.
@@ -178,12 +186,16 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			completed++
 			if f.err != nil {
 				failures = append(failures, f.err)
-				stopped = true
+				if !r.opts.KeepGoing {
+					stopped = true
+					continue
+				}
+				completed += r.block(f.i, dependents)
 				continue
 			}
 			for _, j := range dependents[f.i] {
 				waiting[j]--
-				if waiting[j] == 0 {
+				if waiting[j] == 0 && r.res[j].Status == StatusPending {
 					ready = insertSorted(ready, j)
 				}
 			}
@@ -212,6 +224,26 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	r.emit(ev)
 	r.mu.Unlock()
 	return rep, err
+}
+
+// block marks every step that waits, directly or not, on the failed step
+// i as blocked, and returns how many it marked.
+func (r *runner) block(i int, dependents [][]int) int {
+	n := 0
+	for _, j := range dependents[i] {
+		if r.res[j].Status != StatusPending {
+			continue
+		}
+		r.mu.Lock()
+		r.res[j].Status = StatusBlocked
+		r.done++
+		s := r.sched[j]
+		r.emit(Event{Kind: KindStepDone, Step: s.ID, Title: s.Title, Host: s.Host, Status: StatusBlocked,
+			Message: "not run: waits for " + r.sched[i].ID + ", which failed", Done: r.done, Total: len(r.sched)})
+		r.mu.Unlock()
+		n += 1 + r.block(j, dependents)
+	}
+	return n
 }
 
 func insertSorted(xs []int, x int) []int {
@@ -254,15 +286,23 @@ func (r *runner) step(ctx context.Context, i int) error {
 	}
 
 	if s.Check != nil {
-		ok, err := s.Check(ctx, func(msg string) { r.send(base, KindLog, msg) })
+		v, err := s.Check(ctx, func(msg string) { r.send(base, KindLog, msg) })
 		if err != nil {
-			return finish(StatusFailed, fmt.Errorf("%s: check: %w", s.ID, err))
+			return finish(StatusFailed, fmt.Errorf("%s: %w", s.ID, err))
 		}
-		if ok {
+		if v.Reason != "" {
+			r.mu.Lock()
+			res.Reason = v.Reason
+			e := base
+			e.Kind, e.Message, e.InPlace = KindObserved, v.Reason, v.Done
+			r.emit(e)
+			r.mu.Unlock()
+		}
+		if v.Done {
 			return finish(StatusSkipped, nil)
 		}
 	}
-	x := &Exec{r: r, base: base, res: res, ctx: ctx}
+	x := &Exec{r: r, base: base, res: res, ctx: withProgress(ctx, func(line string) { r.send(base, KindProgress, line) })}
 	if err := s.Run(ctx, x); err != nil {
 		return finish(StatusFailed, fmt.Errorf("%s: %w", s.ID, err))
 	}
@@ -324,3 +364,19 @@ func (x *Exec) Wait(what string, fn func(context.Context) error) error {
 
 // Log reports progress that changes nothing.
 func (x *Exec) Log(msg string) { x.r.send(x.base, KindLog, msg) }
+
+type progressKey struct{}
+
+func withProgress(ctx context.Context, fn func(string)) context.Context {
+	return context.WithValue(ctx, progressKey{}, fn)
+}
+
+// Output returns where a long-running change reports its output lines
+// (apt, an installer) while it runs: the step's progress events, shown on
+// a terminal as they come. Outside a step it discards them.
+func Output(ctx context.Context) func(line string) {
+	if fn, ok := ctx.Value(progressKey{}).(func(string)); ok {
+		return fn
+	}
+	return func(string) {}
+}

@@ -277,3 +277,24 @@ func (s *Spec) Servers() []Node {
 	}
 	return out
 }
+
+// Agents returns the nodes with the agent role, in profile order.
+func (s *Spec) Agents() []Node {
+	var out []Node
+	for _, n := range s.Nodes {
+		if n.Role == RoleAgent {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Node returns the profile's node of that name.
+func (s *Spec) Node(name string) (Node, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}

@@ -143,13 +143,14 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Usage:     "show the ordered create flow for a profile and what each step would change",
 				ArgsUsage: "NAME | -f FILE",
 				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
-					&cli.BoolFlag{Name: "observe", Usage: "read the profile's Proxmox VE (read-only) and plan from what exists, showing drift"}},
+					&cli.BoolFlag{Name: "observe", Usage: "read what exists (Proxmox VE, the hosts and K3s over SSH, a k3d cluster; read-only) and plan from it, showing drift"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "with --observe, compare the context in `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
+					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{
@@ -179,17 +180,18 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 			},
 			{
 				Name:      "destroy",
-				Usage:     "delete the profile's k3d cluster (containers, network, volumes) or Proxmox VMs (purged), and its kubeconfig context",
+				Usage:     "delete the profile's k3d cluster (containers, network, volumes) or Proxmox VMs (purged), or uninstall K3s from given hosts; then its kubeconfig context",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag, insecureFlag,
+				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "remove the context from `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
+					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{

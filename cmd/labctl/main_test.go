@@ -109,11 +109,12 @@ func TestExitCodes(t *testing.T) {
 		{"invalid profile file", []string{"plan", "-f", "testdata/inline-secret.yaml"}, 1, "inline secret values are not allowed"},
 		{"create without a Proxmox endpoint", []string{"create", "production", "--no-flux"}, 1, "no Proxmox API endpoint: set proxmox.endpoint in the profile or export PROXMOX_VE_ENDPOINT"},
 		{"plan --observe without a token", []string{"plan", "-f", "testdata/pve-no-token.yaml", "--observe"}, 1, "proxmox.tokenRef: environment variable LABCTL_TEST_NO_SUCH_TOKEN: secret not found"},
-		{"plan --observe of a k3d profile", []string{"plan", "staging", "--observe"}, 1, "--observe reads Proxmox VE, and this profile has no proxmox section"},
+		{"plan --observe of a k3d profile without its Docker", []string{"plan", "-f", "testdata/k3d-unreachable.yaml", "--observe"}, 1, "Docker is not reachable at tcp://127.0.0.1:9: check that the host is up"},
+		{"create on a k3d profile without its Docker says so once", []string{"create", "-f", "testdata/k3d-unreachable.yaml", "--no-flux"}, 1, "labctl: k3d-cluster: k3d cluster staging: Docker is not reachable at tcp://127.0.0.1:9: check that the host is up, that Docker runs there and that this user may use it\n"},
 		{"preflight of a k3d profile", []string{"preflight", "staging"}, 1, "labctl preflight works on SSH nodes; profile staging is a k3d cluster"},
-		{"destroy unconfirmed", []string{"destroy", "local"}, 1, `destroy local: not confirmed (type "local", or pass --yes)`},
-		{"destroy given hosts", []string{"destroy", "-f", "testdata/given-hosts.yaml", "--yes"}, 1, "its hosts were given, not created by labctl: nothing to destroy"},
-		{"destroy Proxmox unconfirmed", []string{"destroy", "production"}, 1, `destroy production: not confirmed (type "production", or pass --yes)`},
+		{"destroy of a k3d profile without its Docker", []string{"destroy", "-f", "testdata/k3d-unreachable.yaml"}, 1, "labctl: k3d-delete: k3d cluster staging: Docker is not reachable at tcp://127.0.0.1:9"},
+		{"destroy given hosts it cannot reach", []string{"destroy", "-f", "testdata/given-hosts.yaml", "--yes"}, 1, "k3s-uninstall/kube-srv-1: kube-srv-1: identity file: open testdata/no-such-key: no such file or directory"},
+		{"plan --observe of given hosts it cannot reach", []string{"plan", "-f", "testdata/given-hosts.yaml", "--observe"}, 1, "prerequisites/kube-srv-2: kube-srv-2: identity file: open testdata/no-such-key"},
 		{"destroy Proxmox without an endpoint", []string{"destroy", "production", "--yes"}, 1, "no Proxmox API endpoint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	conf "github.com/k3d-io/k3d/v5/pkg/config/v1alpha5"
 	k3dlog "github.com/k3d-io/k3d/v5/pkg/logger"
 	"github.com/k3d-io/k3d/v5/pkg/runtimes"
+	k3ddocker "github.com/k3d-io/k3d/v5/pkg/runtimes/docker"
 	k3dtypes "github.com/k3d-io/k3d/v5/pkg/types"
 	k3dversion "github.com/k3d-io/k3d/v5/version"
 	"github.com/sirupsen/logrus"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/kubeconfig"
 )
@@ -135,7 +137,34 @@ func (b *Backend) withDocker(fn func() error) error {
 			}
 		}()
 	}
-	return fn()
+	return b.unreachable(fn())
+}
+
+// ErrDockerUnreachable says the profile's Docker did not answer.
+var ErrDockerUnreachable = errors.New("Docker is not reachable") //nolint:staticcheck // a name, capitalised
+
+// unreachable turns the Docker client's long "cannot connect" chain
+// (k3d wraps it several times over) into one line that says where labctl
+// looked and what to do.
+func (b *Backend) unreachable(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if !dockerclient.IsErrConnectionFailed(err) && !strings.Contains(msg, "Cannot connect to the Docker daemon") && !strings.Contains(msg, "error during connect") {
+		return err
+	}
+	where, fix := "the local Docker ("+dockerclient.DefaultDockerHost+")", "start Docker, or set spec.k3d.dockerHost or spec.k3d.dockerContext to where it runs"
+	switch k := b.Spec.K3d; {
+	case k.DockerHost != "":
+		where, fix = k.DockerHost, "check that the host is up, that Docker runs there and that this user may use it"
+	case k.DockerContext != "":
+		where, fix = "Docker context "+k.DockerContext, "check the context (docker context inspect "+k.DockerContext+") and that its Docker runs"
+	}
+	if h := os.Getenv("DOCKER_HOST"); h != "" && b.Spec.K3d.DockerHost == "" && b.Spec.K3d.DockerContext == "" {
+		where = h + " (DOCKER_HOST)"
+	}
+	return fmt.Errorf("%w at %s: %s", ErrDockerUnreachable, where, fix)
 }
 
 func (b *Backend) clusterConfig(ctx context.Context) (*conf.ClusterConfig, error) {
@@ -182,11 +211,26 @@ func normImage(s string) string { return strings.TrimPrefix(s, "docker.io/") }
 // ErrShape says a cluster of that name exists with another shape.
 var ErrShape = errors.New("exists with a different shape")
 
-// Observe reports whether the cluster exists; one of another shape is an
-// ErrShape error naming both shapes (labctl never reshapes a cluster).
-func (b *Backend) Observe(ctx context.Context) (bool, error) {
+// Observe reports whether the cluster exists, and its shape; one of
+// another shape is an ErrShape error naming both shapes (labctl never
+// reshapes a cluster).
+func (b *Backend) Observe(ctx context.Context) (facts.K3dCluster, error) {
+	exists, err := b.exists(ctx)
+	c := facts.K3dCluster{Exists: exists}
+	if exists && err == nil {
+		c.Shape = Want(b.Spec).String()
+	}
+	return c, err
+}
+
+func (b *Backend) exists(ctx context.Context) (bool, error) {
 	var got *k3dtypes.Cluster
 	err := b.withDocker(func() error {
+		// k3d's ClusterGet reports an unreachable Docker as "no nodes
+		// found": ask Docker itself first.
+		if _, err := runtimes.Docker.Info(); err != nil {
+			return err
+		}
 		var err error
 		got, err = k3dclient.ClusterGet(ctx, runtimes.Docker, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName})
 		return err
@@ -292,12 +336,23 @@ func (b *Backend) WriteKubeconfig(ctx context.Context) error {
 }
 
 // KubeconfigCurrent reports whether the merge would change nothing.
-func (b *Backend) KubeconfigCurrent(ctx context.Context) (bool, error) {
+func (b *Backend) KubeconfigCurrent(ctx context.Context) (facts.Kubeconfig, error) {
 	cfg, err := b.config(ctx)
 	if err != nil {
-		return false, err
+		return facts.Kubeconfig{}, err
 	}
-	return kubeconfig.Current(b.Kubeconfig, cfg, false)
+	ok, err := kubeconfig.Current(b.Kubeconfig, cfg, false)
+	return facts.Kubeconfig{Current: ok, Server: fmt.Sprintf("https://%s", net.JoinHostPort(b.Spec.K3d.APIHost, strconv.Itoa(b.Spec.K3d.APIPort)))}, err
+}
+
+// RemoveContext removes the profile's context from the kubeconfig.
+func (b *Backend) RemoveContext(context.Context) (bool, error) {
+	return kubeconfig.Remove(b.Kubeconfig, b.Profile)
+}
+
+// HasContext reports whether the kubeconfig holds the profile's context.
+func (b *Backend) HasContext(context.Context) (bool, error) {
+	return kubeconfig.Has(b.Kubeconfig, b.Profile)
 }
 
 // WaitNodes waits until every node of the profile is Ready, asking the
@@ -368,7 +423,8 @@ func readyNodes(ctx context.Context, cs kubernetes.Interface) (int, []string, er
 func (b *Backend) sameImage(ctx context.Context, a, c string) (bool, error) {
 	var same bool
 	err := b.withDocker(func() error {
-		cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
+		// k3d's own client: it honours ssh:// hosts and Docker contexts.
+		cli, err := k3ddocker.GetDockerClient()
 		if err != nil {
 			return err
 		}

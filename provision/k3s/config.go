@@ -28,6 +28,16 @@ const (
 	ImagesDir         = "/var/lib/rancher/k3s/agent/images"
 )
 
+// UninstallScript removes K3s with its own uninstall scripts (the server's
+// or the agent's, whichever the install left) and any server data left
+// behind by a failed install; the host's other packages stay.
+const UninstallScript = `set -e
+for s in k3s-uninstall.sh k3s-agent-uninstall.sh; do
+  if [ -x /usr/local/bin/$s ]; then /usr/local/bin/$s; fi
+done
+rm -rf ` + DBDir + `
+if [ -x ` + BinaryPath + ` ] || [ -d /etc/rancher/k3s ]; then echo "K3s still present after its uninstall script" >&2; exit 1; fi`
+
 // SupervisorPort is where servers serve the API and joining nodes connect.
 const SupervisorPort = 6443
 

@@ -1,6 +1,7 @@
 package k3s
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/internal/golden"
 	"github.com/labctl/labctl/profiles"
 )
@@ -171,38 +173,122 @@ func TestClusterTokenIsGeneratedOnceAndKeptPrivate(t *testing.T) {
 }
 
 // The readiness check is one command (etcd's member list and the Node
-// object); its answers are read strictly: a learner, a missing member, a
+// object); its answers are read strictly: the node's own member (by the
+// name in its data, at its address) must be started and promoted and its
+// Node Ready; a learner, a missing member, another node's member, a
 // NotReady or unknown Node, or an error page are all "not yet", with the
 // reason.
-func TestMemberCheckNeedsAPromotedMemberAndAReadyNode(t *testing.T) {
+func TestMemberCheckNeedsTheNodesOwnPromotedMemberAndAReadyNode(t *testing.T) {
 	n := profiles.Node{Name: "kube-srv-2", Address: "10.0.40.102"}
-	golden.Assert(t, "testdata/member-check.sh", []byte(memberScript(n.Name)))
+	golden.Assert(t, "testdata/member-check.sh", []byte(MemberCheckScript(n.Name)))
 	members := func(name string, learner bool) string {
-		return fmt.Sprintf(`{"members":[{"name":"kube-srv-1-0a1b2c3d","clientURLs":["https://10.0.40.101:2379"]},{"name":%q,"clientURLs":["https://10.0.40.102:2379"],"isLearner":%v}]}`, name, learner)
+		return fmt.Sprintf(`--- members
+{"header":{"cluster_id":"14841639068965178418"},"members":[{"ID":"10276657743932975437","name":"kube-srv-1-0a1b2c3d","peerURLs":["https://10.0.40.101:2380"],"clientURLs":["https://10.0.40.101:2379"]},{"ID":"9372538179322589801","name":%q,"peerURLs":["https://10.0.40.102:2380"],"clientURLs":["https://10.0.40.102:2379"],"isLearner":%v}]}
+`, name, learner)
 	}
 	node := func(status, reason string) string {
-		return fmt.Sprintf(`{"kind":"Node","status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q,"reason":%q,"message":"m"}]}}`, status, reason)
+		return fmt.Sprintf(`--- node
+{"kind":"Node","metadata":{"name":"kube-srv-2"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q,"reason":%q,"message":"m"}]}}`, status, reason)
 	}
 	cases := []struct {
-		name, members, node string
-		ok                  bool
-		err                 error
-		msg                 string
+		name, out, member string
+		err               error
+		msg               string
 	}{
-		{"ready", members("kube-srv-2-11223344", false), node("True", "KubeletReady"), true, nil, ""},
-		{"learner", members("kube-srv-2-11223344", true), node("True", "KubeletReady"), false, ErrNotMember, ""},
-		{"other name", members("kube-srv-20-11223344", false), node("True", "KubeletReady"), false, ErrNotMember, ""},
-		{"not ready", members("kube-srv-2-11223344", false), node("False", "KubeletNotReady"), false, ErrNodeNotReady, "KubeletNotReady: m"},
-		{"not registered", members("kube-srv-2-11223344", false), `{"kind":"Status","message":"nodes \"kube-srv-2\" not found"}`, false, ErrNodeNotReady, `nodes "kube-srv-2" not found`},
-		{"api down", members("kube-srv-2-11223344", false), "curl: (7) Failed to connect to 127.0.0.1 port 6443", false, ErrNodeNotReady, "did not answer: curl: (7)"},
+		{"ready", members("kube-srv-2-11223344", false) + node("True", "KubeletReady"), "kube-srv-2-11223344", nil, ""},
+		{"learner", members("kube-srv-2-11223344", true) + node("True", "KubeletReady"), "kube-srv-2-11223344", ErrNotMember, "still a learner"},
+		{"a dead member of the same name prefix is another member", members("kube-srv-2-1a2b3c4d", false) + node("True", "KubeletReady"), "kube-srv-2-9f8e7d6c", ErrNotMember, `the member at 10.0.40.102 is "kube-srv-2-1a2b3c4d", this node's data is member "kube-srv-2-9f8e7d6c"`},
+		{"no data yet", members("kube-srv-2-1a2b3c4d", false) + node("True", "KubeletReady"), "", ErrNotMember, "this node's data is member \"\""},
+		{"not ready", members("kube-srv-2-11223344", false) + node("False", "KubeletNotReady"), "kube-srv-2-11223344", ErrNodeNotReady, "KubeletNotReady: m"},
+		{"not registered", members("kube-srv-2-11223344", false) + "--- node\n" + `{"kind":"Status","message":"nodes \"kube-srv-2\" not found"}`, "kube-srv-2-11223344", ErrNodeNotReady, `nodes "kube-srv-2" not found`},
+		{"api down", members("kube-srv-2-11223344", false) + "--- node\ncurl: (7) Failed to connect to 127.0.0.1 port 6443", "kube-srv-2-11223344", ErrNodeNotReady, "did not answer: curl: (7)"},
+		{"etcd down", "--- members\ncurl: (7) Failed to connect to 127.0.0.1 port 2379\n" + node("True", "KubeletReady"), "kube-srv-2-11223344", ErrNotMember, "etcd did not answer"},
 	}
 	for _, c := range cases {
-		ok, err := isMember(c.members, n)
-		if ok {
-			ok, err = nodeReady(c.node, n)
+		err := CheckMember(c.out, n, c.member)
+		if (c.err != nil && !errors.Is(err, c.err)) || (c.err == nil && err != nil) || !strings.Contains(fmt.Sprint(err), c.msg) {
+			t.Errorf("%s: err=%v, want %v containing %q", c.name, err, c.err, c.msg)
 		}
-		if ok != c.ok || (c.err != nil && !errors.Is(err, c.err)) || (c.err == nil && err != nil) || !strings.Contains(fmt.Sprint(err), c.msg) {
-			t.Errorf("%s: ok=%v err=%v, want ok=%v err=%v containing %q", c.name, ok, err, c.ok, c.err, c.msg)
-		}
+	}
+}
+
+// Members are told apart by where they run (peer URL) and their full
+// name, never by a name prefix; quorum counts healthy voters against the
+// whole membership.
+func TestEtcdMembersByPeerURLAndQuorumFromHealth(t *testing.T) {
+	addrs := []string{"10.0.40.101", "10.0.40.102", "10.0.40.103"}
+	golden.Assert(t, "testdata/etcd-observe.sh", []byte(EtcdScript(addrs)))
+	list := `{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437"},"members":[` +
+		`{"ID":"10276657743932975437","name":"kube-srv-1-0a1b2c3d","peerURLs":["https://10.0.40.101:2380"],"clientURLs":["https://10.0.40.101:2379"]},` +
+		`{"ID":"9372538179322589801","name":"kube-srv-2-1a2b3c4d","peerURLs":["https://10.0.40.102:2380"],"clientURLs":["https://10.0.40.102:2379"]},` +
+		`{"ID":"7","name":"kube-srv-3-55667788","peerURLs":["https://10.0.40.103:2380"],"clientURLs":["https://10.0.40.103:2379"]}]}`
+	status := func(member, leader string) string {
+		return fmt.Sprintf(`{"header":{"cluster_id":"14841639068965178418","member_id":%q},"leader":%q,"dbSize":"2174976"}`, member, leader)
+	}
+	out := "--- members\n" + list + "\n" +
+		"--- status 10.0.40.101\n" + status("10276657743932975437", "10276657743932975437") + "\n" +
+		"--- status 10.0.40.102\ncurl: (28) Connection timed out after 5001 milliseconds\n" +
+		"--- status 10.0.40.103\n" + status("7", "10276657743932975437") + "\n"
+	e, err := ParseEtcd(out, "kube-srv-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ClusterID != "cdf818194e3a8c32" || e.Leader != "8e9e05c52164694d" || len(e.Members) != 3 {
+		t.Fatalf("etcd = %+v", e)
+	}
+	dead, ok := e.At("10.0.40.102")
+	if !ok || dead.Name != "kube-srv-2-1a2b3c4d" || dead.Healthy || !strings.Contains(dead.Err, "timed out") {
+		t.Errorf("member at .102: %+v", dead)
+	}
+	if _, ok := e.Named("kube-srv-2-9f8e7d6c"); ok {
+		t.Error("a rebuilt node's new member name matched the dead member")
+	}
+	if !e.HasQuorum() || e.HealthyVoters() != 2 {
+		t.Errorf("2 of 3 healthy: quorum %v, healthy %d", e.HasQuorum(), e.HealthyVoters())
+	}
+	script, err := MemberRemoveScript(dead)
+	if err != nil || !strings.Contains(script, `-d '{"ID":"9372538179322589801"}'`) {
+		t.Errorf("remove script %q %v", script, err)
+	}
+	// Two down: no quorum, and a survivor that knows no leader says so.
+	out = "--- members\n" + list + "\n--- status 10.0.40.101\n" + status("10276657743932975437", "0") + "\n--- status 10.0.40.102\ncurl: (7) refused\n--- status 10.0.40.103\ncurl: (7) refused\n"
+	e, err = ParseEtcd(out, "kube-srv-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.HasQuorum() {
+		t.Error("quorum with one of three answering and no leader")
+	}
+	if m, _ := e.At("10.0.40.101"); m.State() != "started, not answering (answers, but knows no leader)" {
+		t.Errorf("survivor: %s", m.State())
+	}
+}
+
+// A node's installed version and config.yaml are compared with the
+// profile: a version or tls-san change is drift, the join keys are not.
+func TestDriftNamesVersionAndConfigKeysButNotTheJoinTarget(t *testing.T) {
+	s := production(t)
+	n := s.Nodes[1]
+	onDisk := NodeConfig(s, n, &s.Nodes[0]).Render()
+	out := "binary=yes\nversion=k3s version v1.33.4+k3s1 (a1b2c3d4)\nunit=k3s\nactive=active\ndata=yes\nmember=kube-srv-2-1a2b3c4d\nca=abc\ntoken=" + TokenHash("t0k") + "\nconfig=" + base64.StdEncoding.EncodeToString(onDisk) + "\n"
+	k, err := ParseObservation(out, TokenHash("t0k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Installed || !k.Active || !k.HasData || !k.TokenMatches || k.Version != "v1.33.4+k3s1" || k.Member != "kube-srv-2-1a2b3c4d" || k.Reason() != "k3s v1.33.4+k3s1 active" {
+		t.Fatalf("observed %+v (%s)", k, k.Reason())
+	}
+	if d := Drift(s, n, k); len(d) != 0 {
+		t.Fatalf("a node as rendered (joined through kube-srv-1) drifts: %v", d)
+	}
+	s.K3s.Version = "v1.33.5+k3s1"
+	s.DNS.Records = append(s.DNS.Records, profiles.DNSRecord{Name: "api.ronaldlokers.nl", Targets: []string{"10.0.40.101"}})
+	got := facts.Changes(Drift(s, n, k))
+	want := "k3s version v1.33.4+k3s1 → v1.33.5+k3s1, tls-san [10.0.40.101,10.0.40.102,10.0.40.103,linkding.ronaldlokers.nl,longhorn.ronaldlokers.nl,grafana.ronaldlokers.nl] → [10.0.40.101,10.0.40.102,10.0.40.103,linkding.ronaldlokers.nl,longhorn.ronaldlokers.nl,grafana.ronaldlokers.nl,api.ronaldlokers.nl]"
+	if got != want {
+		t.Errorf("drift\n got %s\nwant %s", got, want)
+	}
+	if _, err := ParseObservation("garbage", ""); err == nil {
+		t.Error("unexpected output accepted")
 	}
 }

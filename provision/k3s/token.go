@@ -24,6 +24,20 @@ func StateDir() (string, error) {
 	return filepath.Join(home, ".local", "state", "labctl"), nil
 }
 
+// ExistingToken returns the token ClusterToken would, without generating
+// one: ok is false when the profile has no token yet.
+func ExistingToken(dir, profile string, ref *profiles.SecretRef, lookup func(string) (string, bool)) (tok profiles.Secret, ok bool, err error) {
+	if ref != nil {
+		tok, _, err = ClusterToken(dir, profile, ref, lookup)
+		return tok, err == nil, err
+	}
+	if _, err := os.Lstat(filepath.Join(dir, profile, "cluster-token")); errors.Is(err, os.ErrNotExist) {
+		return tok, false, nil
+	}
+	tok, _, err = ClusterToken(dir, profile, nil, lookup)
+	return tok, err == nil, err
+}
+
 // ClusterToken returns the profile's cluster token: the one its tokenRef
 // points at, else the one kept in state (dir/<profile>/cluster-token,
 // 0600), generated on first use. created reports a new token.

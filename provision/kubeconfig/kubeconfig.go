@@ -92,6 +92,23 @@ func Remove(path, name string) (bool, error) {
 	return true, write(path, data)
 }
 
+// Has reports whether the kubeconfig at path holds the context name.
+func Has(path, name string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	cur, err := clientcmd.Load(b)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	_, ok := cur.Contexts[name]
+	return ok, nil
+}
+
 // write replaces path atomically with data, mode 0600.
 func write(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -7,10 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/prereq"
 	"github.com/labctl/labctl/provision/remote"
@@ -70,21 +75,21 @@ func (b *Backend) WaitSSH(ctx context.Context, n profiles.Node) error {
 	}
 }
 
-// PrerequisiteFixes observes the node and returns what is missing, and
+// ObservePrerequisites reads the node and returns what is missing, and
 // the findings labctl cannot fix as warnings.
-func (b *Backend) PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]prereq.Fix, []string, error) {
+func (b *Backend) ObservePrerequisites(ctx context.Context, n profiles.Node) (facts.Prerequisites, error) {
 	h, err := b.Host(ctx, n)
 	if err != nil {
-		return nil, nil, err
+		return facts.Prerequisites{}, err
 	}
-	f, err := prereq.Gather(ctx, h, b.DataPath)
+	f, err := prereq.Gather(ctx, runOn(h, nil), b.DataPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", n.Name, err)
+		return facts.Prerequisites{}, fmt.Errorf("%s: %w", n.Name, err)
 	}
-	var warnings []string
+	var out facts.Prerequisites
 	for _, fd := range prereq.Assess(f, b.DataPath) {
 		if fd.Status == prereq.Warn {
-			warnings = append(warnings, fd.Item+": "+fd.Detail)
+			out.Warnings = append(out.Warnings, fd.Item+": "+fd.Detail)
 		}
 	}
 	b.mu.Lock()
@@ -93,17 +98,98 @@ func (b *Backend) PrerequisiteFixes(ctx context.Context, n profiles.Node) ([]pre
 	}
 	b.facts[n.Name] = f
 	b.mu.Unlock()
-	return prereq.Fixes(f, b.DataPath), warnings, nil
+	out.Fixes = fixFacts(prereq.Fixes(f, b.DataPath))
+	return out, nil
 }
 
-// ApplyPrerequisite makes one fix on the node as root.
-func (b *Backend) ApplyPrerequisite(ctx context.Context, n profiles.Node, fix prereq.Fix) error {
+// AssumeFresh is what a machine not made yet lacks: everything.
+func (b *Backend) AssumeFresh(profiles.Node) facts.Prerequisites {
+	return facts.Prerequisites{Fixes: fixFacts(prereq.Fixes(nil, b.DataPath)), Assumed: true}
+}
+
+func fixFacts(fs []prereq.Fix) []facts.Fix {
+	out := make([]facts.Fix, len(fs))
+	for i, f := range fs {
+		out[i] = facts.Fix{Item: f.Item, Desc: f.Desc}
+	}
+	return out
+}
+
+// ApplyPrerequisite makes one fix on the node as root, from the facts
+// last observed there; a fix the kernel makes impossible is returned as
+// a warning.
+func (b *Backend) ApplyPrerequisite(ctx context.Context, n profiles.Node, fix facts.Fix) (string, error) {
 	h, err := b.Host(ctx, n)
 	if err != nil {
-		return err
+		return "", err
 	}
 	b.mu.Lock()
 	f := b.facts[n.Name]
 	b.mu.Unlock()
-	return prereq.Apply(ctx, h, f, fix)
+	for _, p := range prereq.Fixes(f, b.DataPath) {
+		if p.Item != fix.Item {
+			continue
+		}
+		err := prereq.Apply(ctx, runOn(h, lines(ctx)), f, p)
+		var kw *prereq.KernelWarning
+		if errors.As(err, &kw) {
+			return kw.Error(), nil
+		}
+		return "", err
+	}
+	return "", fmt.Errorf("%s: no prerequisite fix %q (observed facts changed?)", n.Name, fix.Item)
+}
+
+// runOn is prereq's view of a host: a script in, its output out.
+func runOn(h *remote.Host, output func(stream, line string)) prereq.Run {
+	return func(ctx context.Context, script string, sudo bool) (string, error) {
+		res, err := h.Run(ctx, remote.Cmd{Script: script, Sudo: sudo, Output: output})
+		return res.Stdout, err
+	}
+}
+
+// Gather reads node n's prerequisite facts (preflight).
+func (b *Backend) Gather(ctx context.Context, n profiles.Node, dataPath string) (prereq.Facts, error) {
+	h, err := b.Host(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	return prereq.Gather(ctx, runOn(h, nil), dataPath)
+}
+
+// ForgetHostKeys removes the nodes' lines from the profile's known_hosts
+// (their machines are gone; new ones have new keys).
+func (b *Backend) ForgetHostKeys(ns []profiles.Node) (int, error) {
+	if b.SSH == nil || b.SSH.KnownHostsFile == "" {
+		return 0, nil
+	}
+	file, err := profiles.ExpandHome(b.SSH.KnownHostsFile)
+	if err != nil {
+		return 0, err
+	}
+	return remote.ForgetHostKeys(file, b.hostPatterns(ns))
+}
+
+// KnownHostKeys lists the nodes' lines in the profile's known_hosts.
+func (b *Backend) KnownHostKeys(ns []profiles.Node) ([]string, error) {
+	if b.SSH == nil || b.SSH.KnownHostsFile == "" {
+		return nil, nil
+	}
+	file, err := profiles.ExpandHome(b.SSH.KnownHostsFile)
+	if err != nil {
+		return nil, err
+	}
+	return remote.KnownHostsLines(file, b.hostPatterns(ns)...)
+}
+
+func (b *Backend) hostPatterns(ns []profiles.Node) []string {
+	port := 22
+	if b.SSH != nil && b.SSH.Port != 0 {
+		port = b.SSH.Port
+	}
+	var hosts []string
+	for _, n := range ns {
+		hosts = append(hosts, knownhosts.Normalize(net.JoinHostPort(n.Address, strconv.Itoa(port))))
+	}
+	return hosts
 }

@@ -16,14 +16,12 @@ import (
 	"fmt"
 	"path"
 	"strings"
-
-	"github.com/labctl/labctl/provision/remote"
 )
 
-// Runner runs a command on a host; *remote.Host is one.
-type Runner interface {
-	Run(ctx context.Context, c remote.Cmd) (remote.Result, error)
-}
+// Run runs a shell script on a host, as root when sudo is set, and
+// returns its standard output. The package needs nothing else of the
+// transport (provision/nodes gives it the SSH one).
+type Run func(ctx context.Context, script string, sudo bool) (stdout string, err error)
 
 // Packages Longhorn needs on Debian and Ubuntu hosts.
 var Packages = []string{"open-iscsi", "nfs-common", "cryptsetup", "dmsetup"}
@@ -64,19 +62,19 @@ if [ -d %s ]; then echo datapath=yes; else echo datapath=no; fi
 }
 
 // Gather reads the host's facts with one command.
-func Gather(ctx context.Context, r Runner, dataPath string) (Facts, error) {
-	res, err := r.Run(ctx, remote.Cmd{Script: gatherScript(dataPath)})
+func Gather(ctx context.Context, run Run, dataPath string) (Facts, error) {
+	out, err := run(ctx, gatherScript(dataPath), false)
 	if err != nil {
 		return nil, fmt.Errorf("gather host facts: %w", err)
 	}
 	f := Facts{}
-	for _, line := range strings.Split(res.Stdout, "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			f[k] = strings.TrimSpace(v)
 		}
 	}
 	if f["os"] == "" {
-		return nil, fmt.Errorf("gather host facts: unexpected output %q", res.Stdout)
+		return nil, fmt.Errorf("gather host facts: unexpected output %q", out)
 	}
 	return f, nil
 }
@@ -262,8 +260,8 @@ func allItems() []string {
 
 // Apply runs one fix as root. A kernel-limited fix that fails because the
 // kernel lacks support returns a *KernelWarning instead of an error.
-func Apply(ctx context.Context, r Runner, f Facts, fix Fix) error {
-	_, err := r.Run(ctx, remote.Cmd{Script: fix.Script, Sudo: true})
+func Apply(ctx context.Context, run Run, f Facts, fix Fix) error {
+	_, err := run(ctx, fix.Script, true)
 	if err == nil {
 		return nil
 	}

@@ -9,20 +9,17 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/internal/golden"
-	"github.com/labctl/labctl/provision/remote"
 )
 
 // local runs commands on this machine, so the gather script is exercised
 // by a real shell, dpkg and systemctl rather than a fake.
-type local struct{}
-
-func (local) Run(ctx context.Context, c remote.Cmd) (remote.Result, error) {
-	out, err := exec.CommandContext(ctx, "sh", "-c", c.Script).Output()
-	return remote.Result{Stdout: strings.TrimSpace(string(out))}, err
+func local(ctx context.Context, script string, _ bool) (string, error) {
+	out, err := exec.CommandContext(ctx, "sh", "-c", script).Output()
+	return strings.TrimSpace(string(out)), err
 }
 
 func TestGatherReadsEveryFactOnARealDebianHost(t *testing.T) {
-	f, err := Gather(context.Background(), local{}, "/var/lib/longhorn")
+	f, err := Gather(context.Background(), local, "/var/lib/longhorn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,20 +76,18 @@ func TestAssessAndFixesPerHostState(t *testing.T) {
 	}
 }
 
-type failing struct{}
-
-func (failing) Run(context.Context, remote.Cmd) (remote.Result, error) {
-	return remote.Result{}, errors.New("modprobe: FATAL: Module iscsi_tcp not found")
+func failing(context.Context, string, bool) (string, error) {
+	return "", errors.New("modprobe: FATAL: Module iscsi_tcp not found")
 }
 
 func TestKernelLimitedFixFailureIsAWarningWithTheCause(t *testing.T) {
 	f := Facts{"kernel": "6.18.44-fc", "modules.loadable": "no", "mod.iscsi_tcp": "absent"}
-	err := Apply(context.Background(), failing{}, f, Fix{Item: "module iscsi_tcp", Desc: "load kernel module iscsi_tcp", Script: "modprobe iscsi_tcp", KernelLimited: true})
+	err := Apply(context.Background(), failing, f, Fix{Item: "module iscsi_tcp", Desc: "load kernel module iscsi_tcp", Script: "modprobe iscsi_tcp", KernelLimited: true})
 	var kw *KernelWarning
 	if !errors.As(err, &kw) || !strings.Contains(err.Error(), "cannot load modules (/lib/modules/6.18.44-fc is absent)") {
 		t.Fatalf("err = %v", err)
 	}
-	err = Apply(context.Background(), failing{}, f, Fix{Item: "data path", Desc: "create the Longhorn data path", Script: "mkdir -p x"})
+	err = Apply(context.Background(), failing, f, Fix{Item: "data path", Desc: "create the Longhorn data path", Script: "mkdir -p x"})
 	if errors.As(err, &kw) || err == nil {
 		t.Fatalf("an ordinary failure must stay an error: %v", err)
 	}

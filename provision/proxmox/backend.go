@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/remote"
 )
@@ -51,40 +52,10 @@ type Backend struct {
 var ErrDrift = errors.New("VM differs from the profile")
 
 // Change is one config key that differs.
-type Change struct{ Key, Have, Want string }
-
-func (c Change) String() string {
-	have := c.Have
-	if have == "" {
-		have = "(unset)"
-	}
-	return fmt.Sprintf("%s %s → %s", c.Key, have, c.Want)
-}
+type Change = facts.Change
 
 // State is what Proxmox has for a node's VM.
-type State struct {
-	Exists  bool
-	VMID    int
-	Running bool
-	// Lock is PVE's config lock ("clone" on a half-made clone).
-	Lock string
-	// Managed: the VM carries labctl's marker; Configured: labctl's
-	// configure step finished on it.
-	Managed, Configured bool
-	// Drift lists what differs from the profile (for a configured VM).
-	Drift []Change
-	// Notes are differences labctl leaves alone (a larger disk).
-	Notes []string
-}
-
-// DriftSummary renders the changes on one line.
-func (s State) DriftSummary() string {
-	parts := make([]string, len(s.Drift))
-	for i, c := range s.Drift {
-		parts[i] = c.String()
-	}
-	return strings.Join(parts, ", ")
-}
+type State = facts.VM
 
 func (b *Backend) node() string { return b.Spec.Proxmox.Node }
 
@@ -220,12 +191,7 @@ func (b *Backend) observe(ctx context.Context, n profiles.Node, rs gp.ClusterRes
 }
 
 // Problem says why a VM cannot be used as it is, if it cannot.
-func (s State) Problem(n profiles.Node, node string) error {
-	if s.Lock != "" {
-		return fmt.Errorf("node %s: VM %d is locked (%s), left by a failed %s whose cleanup failed too; on %s run `qm unlock %d && qm destroy %d --purge`, then re-run (an API token may not override locks)", n.Name, s.VMID, s.Lock, s.Lock, node, s.VMID, s.VMID)
-	}
-	return nil
-}
+func Problem(s State, n profiles.Node, node string) error { return s.Problem(n.Name, node) }
 
 // wanted is the planned config: keys labctl sets, and the boot disk size.
 type wanted struct {
@@ -496,7 +462,7 @@ func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
 	if err != nil {
 		return err
 	}
-	if err := st.Problem(n, b.node()); err != nil {
+	if err := Problem(st.State, n, b.node()); err != nil {
 		return err
 	}
 	if st.Exists {
@@ -551,7 +517,7 @@ func (b *Backend) CloneVM(ctx context.Context, n profiles.Node) error {
 		case oerr != nil:
 			return fmt.Errorf("%w; then: %w", err, oerr)
 		case after.Exists:
-			if perr := after.Problem(n, b.node()); perr != nil {
+			if perr := Problem(after, n, b.node()); perr != nil {
 				return fmt.Errorf("%w\n%w", err, perr)
 			}
 			return fmt.Errorf("%w (VM %d is left; a re-run adopts it)", err, after.VMID)
@@ -589,17 +555,17 @@ func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
 	if !st.Exists {
 		return fmt.Errorf("node %s: no VM named %q to configure", n.Name, n.Name)
 	}
-	if err := st.Problem(n, b.node()); err != nil {
+	if err := Problem(st.State, n, b.node()); err != nil {
 		return err
 	}
 	if st.Configured && len(st.Drift) == 0 {
 		return nil
 	}
 	if st.Configured && !b.ApplyDrift {
-		return fmt.Errorf("node %s: VM %d: %w: %s; re-run with --apply-drift to change it", n.Name, st.VMID, ErrDrift, st.DriftSummary())
+		return fmt.Errorf("node %s: VM %d: %w: %s; re-run with --apply-drift to change it", n.Name, st.VMID, ErrDrift, facts.Changes(st.Drift))
 	}
 	if !st.Managed && !b.ApplyDrift {
-		return fmt.Errorf("node %s: VM %d %q was not created by labctl (its description lacks %q); re-run with --apply-drift to take it over: %s", n.Name, st.VMID, n.Name, b.marker(n, true), st.DriftSummary())
+		return fmt.Errorf("node %s: VM %d %q was not created by labctl (its description lacks %q); re-run with --apply-drift to take it over: %s", n.Name, st.VMID, n.Name, b.marker(n, true), facts.Changes(st.Drift))
 	}
 	w, conf := st.want, st.conf
 	v := b.vm(st.VMID)
@@ -630,7 +596,7 @@ func (b *Backend) ConfigureVM(ctx context.Context, n profiles.Node) error {
 		return err
 	}
 	if st.Running && st.Configured {
-		b.warn("node %s: VM %d runs; Proxmox applies some of the changes (%s) at its next restart, which labctl does not do", n.Name, st.VMID, st.DriftSummary())
+		b.warn("node %s: VM %d runs; Proxmox applies some of the changes (%s) at its next restart, which labctl does not do", n.Name, st.VMID, facts.Changes(st.Drift))
 	}
 	return nil
 }
@@ -751,7 +717,7 @@ func (b *Backend) DestroyVM(ctx context.Context, n profiles.Node) (bool, error) 
 	if !st.Managed {
 		return false, fmt.Errorf("node %s: VM %d %q was not created by labctl for profile %s: not destroying it", n.Name, st.VMID, n.Name, b.Profile)
 	}
-	if err := st.Problem(n, b.node()); err != nil {
+	if err := Problem(st, n, b.node()); err != nil {
 		return false, err
 	}
 	v := b.vm(st.VMID)

@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
-	"github.com/labctl/labctl/provision/prereq"
 	"github.com/labctl/labctl/provision/proxmox"
 	"github.com/labctl/labctl/provision/proxmox/pvesim"
 )
@@ -147,15 +147,20 @@ func (r *rig) WaitSSH(_ context.Context, n profiles.Node) error {
 	r.sshWait = append(r.sshWait, n.Name)
 	return nil
 }
-func (r *rig) PrerequisiteFixes(context.Context, profiles.Node) ([]prereq.Fix, []string, error) {
-	return nil, nil, nil
+func (r *rig) ObservePrerequisites(context.Context, profiles.Node) (facts.Prerequisites, error) {
+	return facts.Prerequisites{}, nil
 }
-func (r *rig) ApplyPrerequisite(context.Context, profiles.Node, prereq.Fix) error { return nil }
+func (r *rig) AssumeFresh(profiles.Node) facts.Prerequisites { return facts.Prerequisites{} }
+func (r *rig) ApplyPrerequisite(context.Context, profiles.Node, facts.Fix) (string, error) {
+	return "", nil
+}
+func (r *rig) KnownHostKeys([]profiles.Node) ([]string, error) { return nil, nil }
+func (r *rig) ForgetHostKeys([]profiles.Node) (int, error)     { return 0, nil }
 
 // run runs the VM part of the create flow; dry records instead.
 func (r *rig) run(t testing.TB, b *proxmox.Backend, dry bool) (*plan.Report, []plan.Event, error) {
 	t.Helper()
-	p, err := flow.Prepare(&r.profile.Profile, flow.Backends{VMs: b, Hosts: r}, flow.Options{DryRun: dry})
+	p, err := flow.Prepare(&r.profile.Profile, flow.Backends{VMs: b, Hosts: r}, flow.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

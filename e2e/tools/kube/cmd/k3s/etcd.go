@@ -21,7 +21,8 @@ import (
 // caught up.
 func startEtcd(ctx context.Context, s *server, join *bootstrap) (*embed.Etcd, error) {
 	dir := filepath.Join(s.dir, "db", "etcd")
-	nameFile := filepath.Join(s.dir, "db", "name")
+	// Where K3s keeps the member name: server/db/etcd/name.
+	nameFile := filepath.Join(s.dir, "db", "etcd", "name")
 	name := ""
 	if b, err := os.ReadFile(nameFile); err == nil {
 		name = string(b)

@@ -1,0 +1,98 @@
+package flow
+
+import (
+	"fmt"
+
+	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
+)
+
+// Create builds the create plan for a validated profile: VMs (Proxmox) →
+// host prerequisites → K3s init → joins one at a time → kubeconfig → Flux
+// for SSH nodes, or k3d cluster → kubeconfig → Flux for a k3d profile.
+func Create(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	return buildCreate(p, b, o, true)
+}
+
+// Cluster builds Create without Flux.
+func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	if len(p.Spec.Nodes) == 0 && p.Spec.K3d == nil {
+		return nil, fmt.Errorf("profile %s has neither SSH nodes nor a k3d cluster", p.Metadata.Name)
+	}
+	return buildCreate(p, b, o, false)
+}
+
+func buildCreate(p *profiles.Profile, b Backends, o Options, withFlux bool) (*plan.Plan, error) {
+	f := newBuilder(p, b, o, p.Metadata.Name)
+	s := f.s
+	if err := f.need(s.Proxmox != nil, len(s.Nodes) > 0, len(s.Nodes) > 0, s.K3d != nil, withFlux); err != nil {
+		return nil, err
+	}
+	var last string
+	if s.K3d != nil {
+		k := s.K3d
+		last = f.kubeconfig([]string{f.k3dCluster()}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), b.K3d)
+	} else {
+		last = f.cluster(f.machines())
+	}
+	if withFlux {
+		f.flux([]string{last})
+	}
+	return f.plan, nil
+}
+
+// Prepare builds the first part of Create for SSH nodes: the machines (VMs
+// when the profile has Proxmox) and their host prerequisites, without K3s.
+func Prepare(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
+	if len(p.Spec.Nodes) == 0 {
+		return nil, fmt.Errorf("profile %s has no SSH nodes to prepare", p.Metadata.Name)
+	}
+	f := newBuilder(p, b, o, p.Metadata.Name+" (prepare)")
+	if err := f.need(p.Spec.Proxmox != nil, true, false, false, false); err != nil {
+		return nil, err
+	}
+	f.machines()
+	return f.plan, nil
+}
+
+// machines adds the VM and prerequisite steps per node and returns, per
+// node, the last of them (the step K3s on that node waits for), if any.
+func (f *builder) machines() map[string]string {
+	ready := map[string]string{}
+	for _, n := range f.s.Nodes {
+		if f.s.Proxmox != nil {
+			ready[n.Name] = f.vm(n, nil)
+		}
+		if f.s.Storage.Longhorn != nil {
+			ready[n.Name] = f.prerequisites(n, nonEmpty(ready[n.Name]))
+		}
+	}
+	return ready
+}
+
+// cluster adds K3s (inspect, init, joins one server at a time, agents)
+// and the kubeconfig, after each node's machine steps; it returns the
+// kubeconfig step.
+func (f *builder) cluster(ready map[string]string) string {
+	first := f.s.Servers()[0]
+	var all []string
+	for _, n := range f.s.Nodes {
+		all = append(all, nonEmpty(ready[n.Name])...)
+	}
+	inspect := f.inspectK3s(all)
+	initID := f.installK3s("k3s-init/"+first.Name, "Initialise K3s cluster", first, []string{inspect}, "", f.joinRunning)
+	tail := []string{initID}
+	for _, n := range f.s.Nodes {
+		if n.Name == first.Name {
+			continue
+		}
+		id, title, serial := "k3s-join/"+n.Name, "Join K3s agent", ""
+		if n.Role == profiles.RoleServer {
+			// etcd changes membership one member at a time: a second join
+			// while the first is still catching up can cost the quorum.
+			title, serial = "Join K3s server", "etcd-join"
+		}
+		tail = append(tail, f.installK3s(id, title, n, []string{initID}, serial, f.joinRunning))
+	}
+	return f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), f.b.K3s)
+}

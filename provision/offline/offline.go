@@ -1,0 +1,144 @@
+// Package offline holds the providers of `labctl plan` without
+// --observe: they contact nothing and answer as the machines of a fresh
+// profile would (no VM, no prerequisites, no K3s, no Flux), so the plan
+// shows every change a first create makes. They change nothing either:
+// a dry run never calls a provider's mutating methods, and if one did,
+// it would get ErrOffline.
+package offline
+
+import (
+	"context"
+	"errors"
+
+	"github.com/labctl/labctl/facts"
+	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/prereq"
+)
+
+// ErrOffline is what a mutating method answers: an offline provider
+// only observes.
+var ErrOffline = errors.New("offline provider: nothing can be changed (a plan is a dry run)")
+
+// VMs answers as a Proxmox VE without the profile's VMs.
+type VMs struct{}
+
+// ObserveVM reports no VM.
+func (VMs) ObserveVM(context.Context, profiles.Node) (facts.VM, error) { return facts.VM{}, nil }
+
+// CloneVM refuses.
+func (VMs) CloneVM(context.Context, profiles.Node) error { return ErrOffline }
+
+// ConfigureVM refuses.
+func (VMs) ConfigureVM(context.Context, profiles.Node) error { return ErrOffline }
+
+// StartVM refuses.
+func (VMs) StartVM(context.Context, profiles.Node) error { return ErrOffline }
+
+// DestroyVM refuses.
+func (VMs) DestroyVM(context.Context, profiles.Node) (bool, error) { return false, ErrOffline }
+
+// Hosts answers as fresh machines.
+type Hosts struct{ DataPath string }
+
+// WaitSSH refuses.
+func (Hosts) WaitSSH(context.Context, profiles.Node) error { return ErrOffline }
+
+// ObservePrerequisites reports everything missing.
+func (h Hosts) ObservePrerequisites(_ context.Context, n profiles.Node) (facts.Prerequisites, error) {
+	return h.AssumeFresh(n), nil
+}
+
+// AssumeFresh lists every fix.
+func (h Hosts) AssumeFresh(profiles.Node) facts.Prerequisites {
+	out := facts.Prerequisites{Assumed: true}
+	for _, f := range prereq.Fixes(nil, h.DataPath) {
+		out.Fixes = append(out.Fixes, facts.Fix{Item: f.Item, Desc: f.Desc})
+	}
+	return out
+}
+
+// ApplyPrerequisite refuses.
+func (Hosts) ApplyPrerequisite(context.Context, profiles.Node, facts.Fix) (string, error) {
+	return "", ErrOffline
+}
+
+// KnownHostKeys reports none.
+func (Hosts) KnownHostKeys([]profiles.Node) ([]string, error) { return nil, nil }
+
+// ForgetHostKeys refuses.
+func (Hosts) ForgetHostKeys([]profiles.Node) (int, error) { return 0, ErrOffline }
+
+// Kubeconfig answers as a kubeconfig without the profile's context.
+type Kubeconfig struct{}
+
+// KubeconfigCurrent reports it missing.
+func (Kubeconfig) KubeconfigCurrent(context.Context) (facts.Kubeconfig, error) {
+	return facts.Kubeconfig{}, nil
+}
+
+// WriteKubeconfig refuses.
+func (Kubeconfig) WriteKubeconfig(context.Context) error { return ErrOffline }
+
+// HasContext reports none.
+func (Kubeconfig) HasContext(context.Context) (bool, error) { return false, nil }
+
+// RemoveContext refuses.
+func (Kubeconfig) RemoveContext(context.Context) (bool, error) { return false, ErrOffline }
+
+// K3s answers as nodes without K3s.
+type K3s struct{ Kubeconfig }
+
+// ObserveK3s reports K3s not installed.
+func (K3s) ObserveK3s(context.Context, profiles.Node) (facts.K3s, error) { return facts.K3s{}, nil }
+
+// CheckMember reports the node not in a cluster.
+func (K3s) CheckMember(context.Context, profiles.Node) error {
+	return errors.New("not observed")
+}
+
+// WriteToken refuses.
+func (K3s) WriteToken(context.Context, profiles.Node) error { return ErrOffline }
+
+// WriteConfig refuses.
+func (K3s) WriteConfig(context.Context, profiles.Node, *profiles.Node) error { return ErrOffline }
+
+// Install refuses.
+func (K3s) Install(context.Context, profiles.Node) error { return ErrOffline }
+
+// WaitMember refuses.
+func (K3s) WaitMember(context.Context, profiles.Node) error { return ErrOffline }
+
+// Uninstall refuses.
+func (K3s) Uninstall(context.Context, profiles.Node) error { return ErrOffline }
+
+// K3d answers as a Docker host without the cluster.
+type K3d struct{ Kubeconfig }
+
+// Observe reports no cluster.
+func (K3d) Observe(context.Context) (facts.K3dCluster, error) { return facts.K3dCluster{}, nil }
+
+// CreateCluster refuses.
+func (K3d) CreateCluster(context.Context) error { return ErrOffline }
+
+// WaitNodes refuses.
+func (K3d) WaitNodes(context.Context) error { return ErrOffline }
+
+// Delete refuses.
+func (K3d) Delete(context.Context) error { return ErrOffline }
+
+// Flux answers as a cluster without Flux.
+type Flux struct{}
+
+// Observe reports Flux not installed.
+func (Flux) Observe(context.Context) (facts.Flux, error) {
+	return facts.Flux{Reason: "Flux is not installed"}, nil
+}
+
+// SeedSecret refuses.
+func (Flux) SeedSecret(context.Context, string, string, profiles.SecretRef) error { return ErrOffline }
+
+// Install refuses.
+func (Flux) Install(context.Context) error { return ErrOffline }
+
+// WaitKustomizations refuses.
+func (Flux) WaitKustomizations(context.Context) error { return ErrOffline }
