@@ -18,6 +18,7 @@ import (
 	"github.com/labctl/labctl/provision/offline"
 	"github.com/labctl/labctl/provision/proxmox"
 	"github.com/labctl/labctl/provision/remote"
+	"github.com/labctl/labctl/provision/state"
 )
 
 // wiring says which providers a command needs and how they behave.
@@ -31,6 +32,11 @@ type wiring struct {
 	// Force lets Flux's bootstrap replace a flux-system on another path.
 	Force             bool
 	AcceptNewHostKeys bool
+	// ReplaceHostKeys names nodes whose reinstalled machines' new host
+	// keys replace their known_hosts lines.
+	ReplaceHostKeys []string
+	// Down is the node a rebuild plan assumes dead (offline).
+	Down string
 	// HostsOnly leaves the VMs' provider out: the command works on the
 	// machines over SSH only (preflight, kubeconfig).
 	HostsOnly bool
@@ -69,10 +75,24 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 	if s.Storage.Longhorn != nil {
 		dataPath = s.Storage.Longhorn.DataPath
 	}
+	stateDir := o.StateDir
+	if stateDir == "" {
+		var err error
+		if stateDir, err = k3s.StateDir(); err != nil {
+			return nil, err
+		}
+	}
+	journal := state.Dir{Root: stateDir, Profile: l.Metadata.Name}
 	if o.Offline {
 		switch {
 		case s.K3d != nil:
-			w.K3d = offline.K3d{}
+			w.K3d, w.Journal = offline.K3d{Spec: s.K3d, Down: o.Down}, offline.Healthy{StateDir: journal.Path()}
+		case o.Down != "":
+			h := offline.Healthy{Spec: s, Down: o.Down, StateDir: journal.Path()}
+			if s.Proxmox != nil {
+				w.VMs = h
+			}
+			w.Hosts, w.K3s, w.Ops, w.Journal = offline.Hosts{DataPath: dataPath}, h, h, h
 		default:
 			if s.Proxmox != nil {
 				w.VMs = offline.VMs{}
@@ -84,29 +104,23 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		}
 		return w, nil
 	}
-	stateDir := o.StateDir
-	if stateDir == "" {
-		var err error
-		if stateDir, err = k3s.StateDir(); err != nil {
-			return nil, err
-		}
-	}
 	if s.K3d != nil {
-		w.K3d = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
+		w.K3d, w.Journal = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}, journal
 	} else {
 		if s.Proxmox != nil && !o.HostsOnly {
 			vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
 			if err != nil {
 				return nil, err
 			}
+			vms.Replaced = o.ReplaceHostKeys
 			w.vms, w.VMs = vms, vms
 		}
 		w.pool = remote.NewPool(nil)
-		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, DataPath: dataPath}
+		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, ReplaceHostKeys: o.ReplaceHostKeys, DataPath: dataPath}
 		tok := &nodes.Token{Dir: stateDir, Profile: l.Metadata.Name, Ref: s.K3s.TokenRef, Lookup: os.LookupEnv, Redact: w.pool.Redact,
 			Created: func() { fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, stateDir) }}
 		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig}
-		w.Hosts, w.K3s = hosts, w.k3s
+		w.Hosts, w.K3s, w.Ops, w.Journal = hosts, w.k3s, w.k3s, journal
 	}
 	switch {
 	case o.Flux && o.OfflineFlux:
@@ -119,12 +133,18 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 
 // sink is the event sink of the command's output format.
 func (e Env) sink() plan.Sink {
+	var out plan.Sink
 	if e.Output == OutputJSON {
-		return plan.NewJSONLines(e.Stdout)
+		out = plan.NewJSONLines(e.Stdout)
+	} else {
+		p := plan.NewProgress(e.Stdout)
+		p.Live = isTerminal(e.Stdout)
+		out = p
 	}
-	p := plan.NewProgress(e.Stdout)
-	p.Live = isTerminal(e.Stdout)
-	return p
+	if e.Events != nil {
+		return plan.Sinks{out, e.Events}
+	}
+	return out
 }
 
 // isTerminal reports whether w is a character device (a terminal).

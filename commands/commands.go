@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labctl/labctl/flow"
+	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -37,6 +38,9 @@ type Env struct {
 	Loader profiles.Loader
 	// Now is the clock; tests fix it so JSON output is reproducible.
 	Now func() time.Time
+	// Events, when set, receives every event of a run besides the
+	// output (tests read the event log from it).
+	Events plan.Sink
 }
 
 // ProfileArg is a profile named on the command line or given as a file.
@@ -220,9 +224,14 @@ type PlanOptions struct {
 	// over SSH, a k3d cluster), so the plan shows what is in place and
 	// what drifted instead of assuming fresh machines.
 	Observe bool
-	// Kubeconfig is the file an observed plan compares the context with.
-	Kubeconfig string
-	Proxmox    ProxmoxOptions
+	// Kubeconfig is the file an observed plan compares the context with;
+	// StateDir holds the cluster token the nodes' token files are
+	// compared with (default k3s.StateDir(); a plan never generates one).
+	Kubeconfig, StateDir string
+	Proxmox              ProxmoxOptions
+	// Rebuild plans the rebuild of that node instead of the create flow;
+	// without Observe the other nodes are assumed healthy and it dead.
+	Rebuild string
 }
 
 // Plan prints the full create flow for a profile: every step in order,
@@ -233,18 +242,27 @@ func Plan(ctx context.Context, e Env, a ProfileArg, o PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	w, err := e.backends(l, wiring{Offline: !o.Observe, Flux: true, OfflineFlux: true, Kubeconfig: o.Kubeconfig, Proxmox: o.Proxmox})
+	w, err := e.backends(l, wiring{Offline: !o.Observe, Flux: o.Rebuild == "", OfflineFlux: true, Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, Proxmox: o.Proxmox, Down: o.Rebuild})
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	opts := flow.Options{}
+	opts := flow.Options{Now: e.Now}
 	footer := "State not observed: the plan assumes fresh machines."
 	if o.Observe {
 		opts.Kubeconfig = w.Kubeconfig
 		footer = observedFooter(l, w)
 	}
-	p, err := flow.Create(&l.Profile, w.Backends, opts)
+	var p *plan.Plan
+	if o.Rebuild != "" {
+		if !o.Observe {
+			footer = fmt.Sprintf("State not observed: the plan assumes %s is dead and every other node healthy.", o.Rebuild)
+		}
+		opts.Confirmed = true
+		p, err = flow.Rebuild(&l.Profile, o.Rebuild, w.Backends, opts)
+	} else {
+		p, err = flow.Create(&l.Profile, w.Backends, opts)
+	}
 	if err != nil {
 		return err
 	}

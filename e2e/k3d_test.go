@@ -96,6 +96,30 @@ spec:
 	}
 	t.Logf("k3d create: first %s, second (no-op) %s", first.Round(time.Millisecond), second.Round(time.Millisecond))
 
+	// A dead agent is rebuilt through the k3d library: a new container of
+	// the same name joins and its Node is Ready; the server is refused.
+	if _, err := bed.Docker.Output(ctx, "kill", "k3d-labctl-e2e-agent-1"); err != nil {
+		t.Fatal(err)
+	}
+	var rout bytes.Buffer
+	renv := commands.Env{Stdout: &rout, Stderr: &rout, Output: commands.OutputText, Now: time.Now}
+	start := time.Now()
+	err = commands.Rebuild(ctx, renv, commands.ProfileArg{File: file}, commands.RebuildOptions{Node: "agent-1", Kubeconfig: kc, StateDir: dir})
+	t.Logf("rebuild agent-1 (%s):\n%s", time.Since(start).Round(time.Millisecond), rout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := bed.Docker.Output(ctx, "inspect", "-f", "{{.State.Running}}", "k3d-labctl-e2e-agent-1"); strings.TrimSpace(st) != "true" {
+		t.Errorf("agent-1 after its rebuild: running=%s", st)
+	}
+	if err := backend.WaitNodes(ctx); err != nil {
+		t.Errorf("after the agent's rebuild: %v", err)
+	}
+	err = commands.Rebuild(ctx, renv, commands.ProfileArg{File: file}, commands.RebuildOptions{Node: "server-0", Kubeconfig: kc, StateDir: dir, Yes: true})
+	if err == nil || !strings.Contains(err.Error(), "a k3d server cannot be rebuilt in place (staging is not HA") {
+		t.Errorf("rebuild of the k3d server: %v", err)
+	}
+
 	// Same cluster name, another shape: refused, nothing touched.
 	other := profile("local-e2e-2", "labctl-e2e", 2)
 	if _, _, err := create("other shape", other); !errors.Is(err, k3d.ErrShape) || !strings.Contains(err.Error(), "it has 1 server(s) + 3 agent(s)") || !strings.Contains(err.Error(), "wants 1 server(s) + 2 agent(s)") {
@@ -129,7 +153,7 @@ spec:
 	rl.Spec.K3d.APIPort, rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 16446, 18083, 18446
 	rb := &k3d.Backend{Spec: &rl.Spec, Profile: "raw", Kubeconfig: filepath.Join(dir, "raw-kubeconfig")}
 	_ = rb.Delete(ctx)
-	start := time.Now()
+	start = time.Now()
 	if err := rb.CreateCluster(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/labctl/labctl/commands"
 	"github.com/labctl/labctl/e2e/testbed"
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
@@ -199,4 +201,168 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	if second.Changes() != 0 {
 		t.Fatalf("second run made %d changes", second.Changes())
 	}
+
+	// Drift: the profile asks another K3s version, then an extra tls-san.
+	// plan --observe names it on every node, create stops naming it, and
+	// nothing on the hosts changes.
+	text, _ := os.ReadFile(file)
+	newer := writeVariant(t, file, strings.Replace(string(text), "version: v1.34.4+k3s1", "version: v1.34.5+k3s1", 1))
+	withSAN := writeVariant(t, file, string(text)+"  dns:\n    domain: lab.test\n    records:\n      - {name: api.lab.test, targets: [172.30.20.51]}\n")
+	before := nodeState(t, ctx, []string{"node-1", "node-2", "node-3"})
+	for _, v := range []struct{ name, file, line string }{
+		{"k3s version", newer, "k3s v1.34.4+k3s1 installed, profile wants v1.34.5+k3s1"},
+		{"tls-san", withSAN, "config.yaml tls-san [172.30.20.51,172.30.20.52,172.30.20.53] → [172.30.20.51,172.30.20.52,172.30.20.53,api.lab.test]"},
+	} {
+		var out bytes.Buffer
+		start := time.Now()
+		err := commands.Plan(ctx, commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText}, commands.ProfileArg{File: v.file}, commands.PlanOptions{Observe: true, Kubeconfig: kc, StateDir: state})
+		t.Logf("plan --observe with a changed %s (%s):\n%s", v.name, time.Since(start).Round(time.Millisecond), out.String())
+		for _, n := range []string{"node-1", "node-2", "node-3"} {
+			if !strings.Contains(out.String(), "drift on "+n+": "+v.line) {
+				t.Errorf("plan --observe does not show %s's %s drift", n, v.name)
+			}
+		}
+		var d *flow.DriftError
+		if !errors.As(err, &d) {
+			t.Errorf("plan --observe: %v", err)
+		}
+		out.Reset()
+		err = commands.Create(ctx, commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText}, commands.ProfileArg{File: v.file}, commands.CreateOptions{NoFlux: true, StateDir: state, Kubeconfig: kc})
+		if !errors.As(err, &d) || len(d.Nodes) != 3 || !strings.Contains(err.Error(), "node-2: "+v.line) || !strings.Contains(err.Error(), "labctl upgrade) are not supported yet") {
+			t.Errorf("create with a changed %s: %v\n%s", v.name, err, out.String())
+		}
+		if strings.Contains(out.String(), "already done") && strings.Contains(out.String(), "Join K3s server: already done") {
+			t.Errorf("create marked a drifted K3s in place:\n%s", out.String())
+		}
+	}
+	if after := nodeState(t, ctx, []string{"node-1", "node-2", "node-3"}); after != before {
+		t.Errorf("a refused create changed the hosts:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// Destroy of the given hosts: plan, confirmation, K3s gone from every
+	// node with the prerequisites kept, the context removed; a create
+	// afterwards forms a fresh cluster.
+	oldCluster := clusterCA(t, ctx, "node-1")
+	var dout bytes.Buffer
+	start := time.Now()
+	err = commands.Destroy(ctx, commands.Env{Stdout: &dout, Stderr: &dout, Output: commands.OutputText}, commands.ProfileArg{File: file},
+		commands.DestroyOptions{Confirm: strings.NewReader("production-e2e\n"), Kubeconfig: kc})
+	t.Logf("destroy of the given hosts (%s):\n%s", time.Since(start).Round(time.Millisecond), dout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Plan destroy production-e2e", "+ run k3s-uninstall.sh", `Type "production-e2e" to confirm`, "Uninstall K3s: done", "Remove kubeconfig context: done"} {
+		if !strings.Contains(dout.String(), want) {
+			t.Errorf("destroy output lacks %q", want)
+		}
+	}
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		got, err := bed.Exec(ctx, n, "sh", "-c", "test -e /usr/local/bin/k3s && echo k3s; test -e /var/lib/rancher/k3s && echo data; systemctl is-active k3s; dpkg-query -W -f '${Status}\n' open-iscsi; test -d /var/lib/longhorn && echo data-path")
+		if got != "inactive\ninstall ok installed\ndata-path" {
+			t.Errorf("%s after destroy: %q %v", n, got, err)
+		}
+	}
+	if has, _ := kubeconfigHas(kc, "production-e2e"); has {
+		t.Error("context production-e2e left in the kubeconfig")
+	}
+	third := run("after destroy")
+	if third.Changes() == 0 {
+		t.Fatal("create after destroy changed nothing")
+	}
+	// A new cluster has a new CA (etcd's cluster id derives from the first
+	// member's peer URL, so it is the same for a cluster begun anew there).
+	if ca := clusterCA(t, ctx, "node-1"); ca == oldCluster || len(ca) != 64 {
+		t.Errorf("the cluster CA after destroy and create is %q, the old one was %q", ca, oldCluster)
+	}
+
+	// Rebuild of a given host: node-3's machine is reinstalled (a fresh
+	// node container at the same address, with a new host key). Refused
+	// until the operator says so with --replace-host-key, then rebuilt.
+	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.RemoveNode(ctx, "node-3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bed.StartNode(ctx, "node-3", "172.30.20.53"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.InstallBundle(ctx, "node-3", bin); err != nil {
+		t.Fatal(err)
+	}
+	rebuild := func(replace bool) (string, []plan.Event, error) {
+		var out bytes.Buffer
+		rec := &plan.Recorder{}
+		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now, Events: rec}
+		start := time.Now()
+		err := commands.Rebuild(ctx, e, commands.ProfileArg{File: file}, commands.RebuildOptions{Node: "node-3", ReplaceHostKey: replace, StateDir: state, Kubeconfig: kc})
+		t.Logf("rebuild node-3 (replace host key %v, %s): %v\n%s", replace, time.Since(start).Round(time.Millisecond), err, out.String())
+		return out.String(), rec.Events(), err
+	}
+	_, events, err := rebuild(false)
+	if !errors.Is(err, remote.ErrHostKeyMismatch) || !strings.Contains(err.Error(), "--replace-host-key") {
+		t.Fatalf("a reinstalled host with a new key: %v", err)
+	}
+	if c := changesOn(events); len(c) != 0 {
+		t.Errorf("the refused rebuild changed %v", c)
+	}
+	rout, _, err := rebuild(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, learners, _ := etcdMembers(t, ctx, "node-1"); n != 3 || learners != 0 {
+		t.Errorf("after rebuilding node-3: %d started members, %d learners", n, learners)
+	}
+	if ready := readyServers(t, ctx, cs); strings.Join(ready, ",") != "node-1,node-2,node-3" {
+		t.Errorf("Ready servers after rebuilding node-3: %v", ready)
+	}
+	wall, critical := wallAndCritical(t, rout)
+	t.Logf("rebuild of a given host: wall %s, critical path %s", wall, critical)
+}
+
+// writeVariant writes text as a profile next to file.
+func writeVariant(t *testing.T, file, text string) string {
+	t.Helper()
+	f, err := os.CreateTemp(filepath.Dir(file), "variant-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	return f.Name()
+}
+
+// nodeState is what a change to K3s would alter on the nodes: config,
+// token, unit files and the k3s binary, hashed, and the service's
+// start time.
+func nodeState(t *testing.T, ctx context.Context, nodes []string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, n := range nodes {
+		out, err := bed.Exec(ctx, n, "sh", "-c", "sha256sum /etc/rancher/k3s/config.yaml /etc/rancher/k3s/cluster-token /etc/systemd/system/k3s.service /usr/local/bin/k3s | cut -c1-12 | tr '\n' ' '; systemctl show -p ActiveEnterTimestampMonotonic k3s")
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		fmt.Fprintf(&b, "%s: %s; ", n, out)
+	}
+	return b.String()
+}
+
+// clusterCA is the sha256 of the cluster's server CA as node has it.
+func clusterCA(t *testing.T, ctx context.Context, node string) string {
+	t.Helper()
+	out, _ := bed.Exec(ctx, node, "sh", "-c", "sha256sum < /var/lib/rancher/k3s/server/tls/server-ca.crt | cut -d' ' -f1")
+	return out
+}
+
+func kubeconfigHas(path, name string) (bool, error) {
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return false, err
+	}
+	_, ok := cfg.Contexts[name]
+	return ok, nil
 }

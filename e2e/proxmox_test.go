@@ -55,7 +55,7 @@ func pveBackedByBed(t *testing.T, kubeBin string, images []string) *pvesim.Sim {
 				// K3s's air-gap images: what a template prepared for an
 				// offline cluster holds.
 				for _, img := range images {
-					if _, err := bed.Docker.Output(ctx, "cp", img, "labctl-e2e-"+vm.Name+":/var/lib/rancher/k3s/agent/images/"+filepath.Base(img)); err != nil {
+					if _, err := bed.Docker.Output(ctx, "cp", img, "labctl-e2e-"+vm.Name+":"+testbed.BundleDir+"/images/"+filepath.Base(img)); err != nil {
 						return err
 					}
 				}
@@ -322,9 +322,14 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	}
 	t.Logf("production-e2e: from nothing %s (no Flux), with Flux %s, no-op re-run %s", first.Round(time.Millisecond), withFlux.Round(time.Millisecond), again.Round(time.Millisecond))
 
+	// The same cluster goes on: rebuilds, then the quorum refusal.
+	start := time.Now()
+	rebuildE2E(t, ctx, sim, file, kc, state, opts.Proxmox, env)
+	t.Logf("rebuild scenarios: %s", time.Since(start).Round(time.Millisecond))
+
 	var dout bytes.Buffer
 	e := commands.Env{Stdout: &dout, Stderr: &dout, Output: commands.OutputText, Now: time.Now}
-	start := time.Now()
+	start = time.Now()
 	if err := commands.Destroy(ctx, e, commands.ProfileArg{File: file}, commands.DestroyOptions{Yes: true, Kubeconfig: kc, Proxmox: opts.Proxmox}); err != nil {
 		t.Fatalf("destroy: %v\n%s", err, dout.String())
 	}

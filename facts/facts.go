@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Change is one setting that differs from the profile.
@@ -183,7 +184,7 @@ func (m Member) State() string {
 	case m.Err != "":
 		return "started, not answering (" + m.Err + ")"
 	}
-	return "started"
+	return "started, not answering"
 }
 
 func (m Member) String() string {
@@ -324,6 +325,16 @@ type K3dCluster struct {
 	Shape string `json:"shape,omitempty"`
 }
 
+// K3dNode is one node container of a k3d cluster.
+type K3dNode struct {
+	Name string `json:"name"`
+	// Role is k3d's: server or agent.
+	Role    string `json:"role"`
+	Running bool   `json:"running"`
+	// Ready: its Node is Ready.
+	Ready bool `json:"ready"`
+}
+
 // Flux is what runs of Flux in the cluster.
 type Flux struct {
 	// InPlace: flux-system syncs the profile's repository, branch and
@@ -365,6 +376,25 @@ type Node struct {
 	Kube   *KubeNode      `json:"kube,omitempty"`
 }
 
+// Rebuild is the journal of a node rebuild in progress, kept in local
+// state so that a rebuild interrupted at any stage continues where it
+// stopped (the dead member's identity, for one, cannot be observed again
+// once it is removed).
+type Rebuild struct {
+	Node    string    `json:"node"`
+	Started time.Time `json:"started"`
+	// Member is the etcd member the node ran when the rebuild began: the
+	// one to remove (nil for an agent, or a server that had none).
+	Member *Member `json:"member,omitempty"`
+	// Snapshot is the etcd snapshot taken first, copied into local state.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// MemberRemoved: the old Node and etcd member are gone.
+	MemberRemoved bool `json:"memberRemoved,omitempty"`
+	// MachineReplaced: the VM was destroyed (to be cloned again) or the
+	// host's old K3s removed.
+	MachineReplaced bool `json:"machineReplaced,omitempty"`
+}
+
 // Cluster is one run's observations, shared by the steps of a plan: a
 // step's Check records what it observed, later steps read it. Safe for
 // concurrent use.
@@ -373,6 +403,24 @@ type Cluster struct {
 	nodes map[string]*Node
 	etcd  *Etcd
 	kube  map[string]KubeNode
+	rb    *Rebuild
+}
+
+// SetRebuild records the rebuild journal (nil: none).
+func (c *Cluster) SetRebuild(r *Rebuild) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rb = r
+}
+
+// Rebuild returns a copy of the rebuild journal, if there is one.
+func (c *Cluster) Rebuild() (Rebuild, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rb == nil {
+		return Rebuild{}, false
+	}
+	return *c.rb, true
 }
 
 // NewCluster returns an empty model.

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/plan"
@@ -85,6 +86,14 @@ type K3d interface {
 	CreateCluster(ctx context.Context) error
 	WaitNodes(ctx context.Context) error
 	Delete(ctx context.Context) error
+	// Nodes lists the cluster's server and agent containers.
+	Nodes(ctx context.Context) ([]facts.K3dNode, error)
+	// DeleteKubeNode deletes a node's Node object; DeleteNode its
+	// container; AddAgent creates an agent and joins it.
+	DeleteKubeNode(ctx context.Context, name string) error
+	DeleteNode(ctx context.Context, name string) error
+	AddAgent(ctx context.Context, name string) error
+	WaitNodeReady(ctx context.Context, name string) error
 	Kubeconfig
 }
 
@@ -99,15 +108,47 @@ type Flux interface {
 	WaitKustomizations(ctx context.Context) error
 }
 
+// ClusterOps is the cluster's etcd and Kubernetes API, reached through a
+// named healthy server (provision/nodes): what a repair needs without
+// asking the node being repaired.
+type ClusterOps interface {
+	ObserveEtcd(ctx context.Context, via profiles.Node) (facts.Etcd, error)
+	ObserveKubeNodes(ctx context.Context, via profiles.Node) ([]facts.KubeNode, error)
+	// SaveSnapshot runs K3s's etcd-snapshot save on server on; the file
+	// stays there until FetchSnapshot copies it to local.
+	SaveSnapshot(ctx context.Context, on profiles.Node, name string) (facts.Snapshot, error)
+	FetchSnapshot(ctx context.Context, on profiles.Node, snap facts.Snapshot, local string) error
+	DeleteNode(ctx context.Context, via profiles.Node, name string) error
+	HasNodePassword(ctx context.Context, via profiles.Node, name string) (bool, error)
+	DeleteNodePassword(ctx context.Context, via profiles.Node, name string) error
+	// RemoveMember removes an etcd member through etcd's API on via.
+	RemoveMember(ctx context.Context, via profiles.Node, m facts.Member) error
+	Cordon(ctx context.Context, via profiles.Node, name string) error
+	// Drain evicts the Node's pods, PodDisruptionBudgets respected.
+	Drain(ctx context.Context, via profiles.Node, name string) error
+}
+
+// Journal is the local record of a repair in progress (provision/state),
+// so an interrupted one continues where it stopped.
+type Journal interface {
+	Rebuild(node string) (facts.Rebuild, bool, error)
+	SaveRebuild(r facts.Rebuild) error
+	ForgetRebuild(node string) error
+	// SnapshotPath is where a snapshot of that name is kept locally.
+	SnapshotPath(name string) string
+}
+
 // Backends are the providers of a run: the real ones, or offline ones
 // that answer as fresh (or healthy) machines would, for `labctl plan`.
 // Which flow needs which is checked when it is built.
 type Backends struct {
-	VMs   VMs
-	Hosts Hosts
-	K3s   K3s
-	K3d   K3d
-	Flux  Flux
+	VMs     VMs
+	Hosts   Hosts
+	K3s     K3s
+	Ops     ClusterOps
+	Journal Journal
+	K3d     K3d
+	Flux    Flux
 }
 
 // Options shape a flow.
@@ -117,6 +158,14 @@ type Options struct {
 	Kubeconfig string
 	// Facts receives what the steps observe; nil makes a new model.
 	Facts *facts.Cluster
+	// Confirmed lets a repair act on a node that is still healthy (the
+	// operator said so: --yes or the typed confirmation).
+	Confirmed bool
+	// Now is the clock (snapshot names); default time.Now.
+	Now func() time.Time
+	// MemberRemovalWait bounds the wait for K3s to remove a deleted
+	// Node's etcd member (default MemberRemovalWait).
+	MemberRemovalWait time.Duration
 }
 
 // ErrNoBackend is returned when a flow lacks a provider it needs.
@@ -139,6 +188,9 @@ func newBuilder(p *profiles.Profile, b Backends, o Options, name string) *builde
 	}
 	if o.Facts == nil {
 		o.Facts = facts.NewCluster()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return &builder{p: p, s: &p.Spec, b: b, o: o, facts: o.Facts, plan: plan.New(name)}
 }

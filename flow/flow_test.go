@@ -130,6 +130,16 @@ func (k k3dWorld) Observe(context.Context) (facts.K3dCluster, error) {
 func (k k3dWorld) CreateCluster(context.Context) error { return k.log("CreateCluster") }
 func (k k3dWorld) WaitNodes(context.Context) error     { return k.wait() }
 func (k k3dWorld) Delete(context.Context) error        { return k.log("Delete") }
+func (k k3dWorld) Nodes(context.Context) ([]facts.K3dNode, error) {
+	return []facts.K3dNode{{Name: "k3d-staging-server-0", Role: "server", Running: true, Ready: true},
+		{Name: "k3d-staging-agent-1", Role: "agent", Running: !k.did("StopAgent"), Ready: !k.did("StopAgent")}}, nil
+}
+func (k k3dWorld) DeleteKubeNode(_ context.Context, n string) error {
+	return k.log("DeleteKubeNode %s", n)
+}
+func (k k3dWorld) DeleteNode(_ context.Context, n string) error { return k.log("DeleteNode %s", n) }
+func (k k3dWorld) AddAgent(_ context.Context, n string) error   { return k.log("AddAgent %s", n) }
+func (k k3dWorld) WaitNodeReady(context.Context, string) error  { return k.wait() }
 
 type fluxWorld struct{ *world }
 

@@ -25,6 +25,9 @@ func (f *builder) vm(n profiles.Node, after []string) string {
 	f.plan.Add(plan.Step{
 		ID: clone, Title: "Clone and configure VM", Host: n.Name, After: after,
 		Check: func(ctx context.Context, log func(string)) (plan.Verdict, error) {
+			if vm := f.facts.Node(n.Name).VM; vm != nil && vm.Planned && !vm.Exists {
+				return plan.ToDo("no VM once the dry run's earlier step destroyed it"), nil
+			}
 			vm, err := f.b.VMs.ObserveVM(ctx, n)
 			if err != nil {
 				return plan.Verdict{}, err
@@ -286,6 +289,16 @@ func (f *builder) installK3s(id, title string, n profiles.Node, after []string, 
 		ID: id, Title: title, Host: n.Name, After: after, Serial: serial,
 		Check: func(ctx context.Context, _ func(string)) (plan.Verdict, error) {
 			k := f.facts.Node(n.Name).K3s
+			if k == nil && !f.machineMissing(n) {
+				// Not observed by an earlier step (a rebuild resumed
+				// after its machine was replaced): ask the node.
+				obs, err := f.b.K3s.ObserveK3s(ctx, n)
+				if err != nil {
+					return plan.Verdict{}, err
+				}
+				f.facts.Update(n.Name, func(fn *facts.Node) { fn.K3s = &obs })
+				k = &obs
+			}
 			switch {
 			case k == nil || !k.Installed:
 				return plan.ToDo("k3s not installed"), nil

@@ -144,13 +144,15 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				ArgsUsage: "NAME | -f FILE",
 				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
 					&cli.BoolFlag{Name: "observe", Usage: "read what exists (Proxmox VE, the hosts and K3s over SSH, a k3d cluster; read-only) and plan from it, showing drift"},
-					&cli.StringFlag{Name: "kubeconfig", Usage: "with --observe, compare the context in `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "with --observe, compare the context in `FILE` (default $KUBECONFIG or ~/.kube/config)"},
+					&cli.StringFlag{Name: "state-dir", Usage: "with --observe, compare the nodes' token with the one under `DIR` (default ~/.local/state/labctl)"},
+					&cli.StringFlag{Name: "rebuild", Usage: "plan the rebuild of `NODE` instead (without --observe: it dead, the others healthy)"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
+					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Rebuild: c.String("rebuild"), Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{
@@ -192,6 +194,35 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						return err
 					}
 					return commands.Destroy(c.Context, env(c), a, commands.DestroyOptions{Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
+				},
+			},
+			{
+				Name:      "rebuild",
+				Usage:     "replace a failed node: quorum checked, etcd snapshot first, its Node and member removed, machine recreated, rejoined through a healthy server",
+				ArgsUsage: "NAME NODE | -f FILE NODE",
+				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
+					&cli.BoolFlag{Name: "yes", Usage: "rebuild a node that is still healthy without asking (it is drained first)"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
+					&cli.BoolFlag{Name: "replace-host-key", Usage: "the node's machine was reinstalled: its new SSH host key replaces the known_hosts line"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
+					&cli.StringFlag{Name: "state-dir", Usage: "cluster token, snapshots and the rebuild journal under `DIR` (default ~/.local/state/labctl)"}},
+				Action: func(c *cli.Context) error {
+					a := commands.ProfileArg{File: c.String("file")}
+					args := c.Args().Slice()
+					want := 2
+					if a.File != "" {
+						want = 1
+					}
+					if len(args) != want {
+						return usageError{fmt.Errorf("rebuild takes a profile and a node (NAME NODE, or -f FILE NODE), got %d arguments", len(args))}
+					}
+					if a.File == "" {
+						a.Name, args = args[0], args[1:]
+					}
+					return commands.Rebuild(c.Context, env(c), a, commands.RebuildOptions{
+						Node: args[0], Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, ReplaceHostKey: c.Bool("replace-host-key"),
+						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")},
+					})
 				},
 			},
 			{

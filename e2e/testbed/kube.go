@@ -134,23 +134,30 @@ func (b *Bed) pauseImageTar(ctx context.Context, dir string) (string, error) {
 	return out, os.WriteFile(stamp, []byte(hex.EncodeToString(sum[:])), 0o644)
 }
 
+// BundleDir is where a node keeps what a real K3s binary carries inside
+// itself (the stand-in is small): the bundled binaries (bin/) and the
+// sandbox image (images/). The stand-in unpacks it into its data dir when
+// it starts, as K3s does, so an uninstall (which removes the data dir)
+// followed by an install finds them again.
+const BundleDir = "/opt/k3s-standin-bundle"
+
 // installNodeBundle gives a node what K3s brings besides its own binary:
 // the runtime wrapper as the bundled runc (where needed) and the sandbox
-// image in the air-gap images directory.
+// image for the air-gap images directory.
 func (b *Bed) installNodeBundle(ctx context.Context, node, dir string) error {
 	img, err := b.pauseImageTar(ctx, dir)
 	if err != nil {
 		return err
 	}
-	if _, err := b.Exec(ctx, node, "mkdir", "-p", "/var/lib/rancher/k3s/data/current/bin", "/var/lib/rancher/k3s/agent/images"); err != nil {
+	if _, err := b.Exec(ctx, node, "mkdir", "-p", BundleDir+"/bin", BundleDir+"/images"); err != nil {
 		return err
 	}
 	c := b.opts.Name + "-" + node + ":"
-	if _, err := b.Docker.Output(ctx, "cp", img, c+"/var/lib/rancher/k3s/agent/images/pause.tar"); err != nil {
+	if _, err := b.Docker.Output(ctx, "cp", img, c+BundleDir+"/images/pause.tar"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(dir, "runc")); err == nil {
-		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, "runc"), c+"/var/lib/rancher/k3s/data/current/bin/runc"); err != nil {
+		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, "runc"), c+BundleDir+"/bin/runc"); err != nil {
 			return err
 		}
 	}
@@ -181,15 +188,17 @@ func goBuild(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
-// InstallBundle puts the Kubernetes binaries where K3s unpacks the ones it
-// bundles (<data-dir>/data/current/bin), so that the stand-in, installed
-// the way labctl installs K3s, finds them as the real binary would.
+// InstallBundle puts the Kubernetes binaries into the node's bundle
+// (BundleDir/bin), which the stand-in unpacks where K3s unpacks the ones
+// it bundles (<data-dir>/data/current/bin), so that the stand-in,
+// installed the way labctl installs K3s, finds them as the real binary
+// would.
 func (b *Bed) InstallBundle(ctx context.Context, node, dir string) error {
 	if err := b.installNodeBundle(ctx, node, dir); err != nil {
 		return err
 	}
 	for _, f := range KubeBinaries {
-		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, f), b.opts.Name+"-"+node+":/var/lib/rancher/k3s/data/current/bin/"+f); err != nil {
+		if _, err := b.Docker.Output(ctx, "cp", filepath.Join(dir, f), b.opts.Name+"-"+node+":"+BundleDir+"/bin/"+f); err != nil {
 			return err
 		}
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/kube"
 	"github.com/labctl/labctl/provision/kubeconfig"
 )
 
@@ -441,4 +442,115 @@ func (b *Backend) sameImage(ctx context.Context, a, c string) (bool, error) {
 		return nil
 	})
 	return same, err
+}
+
+// Nodes lists the cluster's k3d nodes (servers and agents; the load
+// balancer and tools containers aside), with whether their Nodes are
+// Ready.
+func (b *Backend) Nodes(ctx context.Context) ([]facts.K3dNode, error) {
+	var got *k3dtypes.Cluster
+	err := b.withDocker(func() error {
+		if _, err := runtimes.Docker.Info(); err != nil {
+			return err
+		}
+		var err error
+		got, err = k3dclient.ClusterGet(ctx, runtimes.Docker, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName})
+		return err
+	})
+	if errors.Is(err, k3dclient.ClusterGetNoNodesFoundError) {
+		return nil, fmt.Errorf("k3d cluster %s does not exist", b.Spec.K3d.ClusterName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("k3d cluster %s: %w", b.Spec.K3d.ClusterName, err)
+	}
+	ready := map[string]facts.KubeNode{}
+	if c, err := b.api(ctx); err == nil {
+		if ns, err := c.Nodes(ctx); err == nil {
+			for _, n := range ns {
+				ready[n.Name] = n
+			}
+		}
+	}
+	var out []facts.K3dNode
+	for _, n := range got.Nodes {
+		if n.Role != k3dtypes.ServerRole && n.Role != k3dtypes.AgentRole {
+			continue
+		}
+		kn, ok := ready[n.Name]
+		out = append(out, facts.K3dNode{Name: n.Name, Role: string(n.Role), Running: n.State.Running, Ready: ok && kn.Ready})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// api is the cluster's API through the profile's address.
+func (b *Backend) api(ctx context.Context) (*kube.Client, error) {
+	cfg, err := b.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(cfg)
+}
+
+// DeleteKubeNode deletes the Node object of a k3d node.
+func (b *Backend) DeleteKubeNode(ctx context.Context, name string) error {
+	c, err := b.api(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = c.DeleteNode(ctx, name)
+	return err
+}
+
+// DeleteNode removes a k3d node's container (and updates the load
+// balancer); a missing node is no error.
+func (b *Backend) DeleteNode(ctx context.Context, name string) error {
+	return b.withDocker(func() error {
+		n, err := k3dclient.NodeGet(ctx, runtimes.Docker, &k3dtypes.Node{Name: name})
+		if err != nil {
+			return nil // gone already
+		}
+		return k3dclient.NodeDelete(ctx, runtimes.Docker, n, k3dtypes.NodeDeleteOpts{})
+	})
+}
+
+// AddAgent creates an agent of that name in the cluster, as `k3d node
+// create` does (settings copied from an agent of the cluster), and waits
+// for its K3s to register.
+func (b *Backend) AddAgent(ctx context.Context, name string) error {
+	return b.withDocker(func() error {
+		n := &k3dtypes.Node{Name: name, Role: k3dtypes.AgentRole, Image: b.Spec.K3d.Image}
+		return k3dclient.NodeAddToCluster(ctx, runtimes.Docker, n, &k3dtypes.Cluster{Name: b.Spec.K3d.ClusterName}, k3dtypes.NodeCreateOpts{Wait: true, Timeout: 5 * time.Minute})
+	})
+}
+
+// WaitNodeReady waits until the Node of that name is Ready.
+func (b *Backend) WaitNodeReady(ctx context.Context, name string) error {
+	c, err := b.api(ctx)
+	if err != nil {
+		return err
+	}
+	timeout := b.WaitTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		ns, err := c.Nodes(ctx)
+		if err == nil {
+			for _, n := range ns {
+				if n.Name == name && n.Ready {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("k3d node %s: Node not Ready after %s", name, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

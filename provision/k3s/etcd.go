@@ -291,3 +291,36 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
 }
+
+// SnapshotDir is where K3s writes etcd snapshots on a server.
+const SnapshotDir = DBDir + "/snapshots"
+
+// SnapshotSaveScript takes an etcd snapshot with K3s's own command (named
+// <name>-<node>-<unix time> by K3s) and prints the file it made, with its
+// size.
+func SnapshotSaveScript(name string) string {
+	return fmt.Sprintf(`set -e
+k3s etcd-snapshot save --name %[1]s
+f=$(ls -1t %[2]s/%[1]s-* 2>/dev/null | head -n 1)
+test -n "$f" || { echo "no snapshot %[1]s-* in %[2]s after k3s etcd-snapshot save" >&2; exit 1; }
+echo "snapshot=$f"
+echo "size=$(stat -c %%s "$f")"`, name, SnapshotDir)
+}
+
+// ParseSnapshotSaved reads SnapshotSaveScript's output.
+func ParseSnapshotSaved(out, name string) (facts.Snapshot, error) {
+	var s facts.Snapshot
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "snapshot="); ok {
+			s.Path = strings.TrimSpace(v)
+			s.Name = s.Path[strings.LastIndex(s.Path, "/")+1:]
+		}
+		if v, ok := strings.CutPrefix(l, "size="); ok {
+			s.Size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if s.Path == "" || !strings.HasPrefix(s.Name, name+"-") || s.Size <= 0 {
+		return s, fmt.Errorf("etcd snapshot %s: unexpected output %q", name, firstLine(out))
+	}
+	return s, nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
+	"github.com/labctl/labctl/provision/kube"
 	"github.com/labctl/labctl/provision/kubeconfig"
 	"github.com/labctl/labctl/provision/remote"
 )
@@ -94,6 +96,9 @@ type K3s struct {
 	Kubeconfig string
 	// WaitTimeout bounds WaitMember (default 5 minutes).
 	WaitTimeout time.Duration
+
+	mu      sync.Mutex
+	clients map[string]*kube.Client
 }
 
 func (b *K3s) run(ctx context.Context, n profiles.Node, script string) (string, error) {
@@ -378,4 +383,144 @@ func (b *K3s) RemoveContext(context.Context) (bool, error) {
 // HasContext reports whether the kubeconfig holds the profile's context.
 func (b *K3s) HasContext(context.Context) (bool, error) {
 	return kubeconfig.Has(b.Kubeconfig, b.Profile)
+}
+
+// api is the cluster's API through server via, with the admin
+// credentials via's K3s wrote (read over SSH, never logged): one client
+// per server per run.
+func (b *K3s) api(ctx context.Context, via profiles.Node) (*kube.Client, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.clients[via.Name]; ok {
+		return c, nil
+	}
+	raw, err := b.FetchKubeconfig(ctx, via)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := kubeconfig.Rename(raw, b.Profile, k3s.ServerURL(via))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", via.Name, k3s.KubeconfigPath, err)
+	}
+	c, err := kube.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", via.Name, err)
+	}
+	if b.clients == nil {
+		b.clients = map[string]*kube.Client{}
+	}
+	b.clients[via.Name] = c
+	return c, nil
+}
+
+// DeleteNode deletes Node name through server via.
+func (b *K3s) DeleteNode(ctx context.Context, via profiles.Node, name string) error {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return err
+	}
+	_, err = c.DeleteNode(ctx, name)
+	return err
+}
+
+// HasNodePassword reports whether K3s's node-password Secret of name is
+// there.
+func (b *K3s) HasNodePassword(ctx context.Context, via profiles.Node, name string) (bool, error) {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return false, err
+	}
+	return c.HasPasswordSecret(ctx, name)
+}
+
+// DeleteNodePassword deletes that Secret.
+func (b *K3s) DeleteNodePassword(ctx context.Context, via profiles.Node, name string) error {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return err
+	}
+	return c.DeletePasswordSecret(ctx, name)
+}
+
+// Cordon marks Node name unschedulable.
+func (b *K3s) Cordon(ctx context.Context, via profiles.Node, name string) error {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return err
+	}
+	return c.Cordon(ctx, name)
+}
+
+// DrainTimeout bounds a drain (PodDisruptionBudgets can hold it).
+const DrainTimeout = 5 * time.Minute
+
+// Drain evicts Node name's pods, budgets respected.
+func (b *K3s) Drain(ctx context.Context, via profiles.Node, name string) error {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return err
+	}
+	return c.Drain(ctx, name, DrainTimeout)
+}
+
+// RemoveMember removes an etcd member through etcd's API on server via.
+func (b *K3s) RemoveMember(ctx context.Context, via profiles.Node, m facts.Member) error {
+	script, err := k3s.MemberRemoveScript(m)
+	if err != nil {
+		return err
+	}
+	out, err := b.run(ctx, via, script)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, `"header"`) {
+		return fmt.Errorf("%s: etcd refused to remove member %s: %s", via.Name, m.Name, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// SaveSnapshot runs `k3s etcd-snapshot save --name name` on server on and
+// returns the file it wrote there.
+func (b *K3s) SaveSnapshot(ctx context.Context, on profiles.Node, name string) (facts.Snapshot, error) {
+	out, err := b.run(ctx, on, k3s.SnapshotSaveScript(name))
+	if err != nil {
+		return facts.Snapshot{}, err
+	}
+	snap, err := k3s.ParseSnapshotSaved(out, name)
+	if err != nil {
+		return snap, fmt.Errorf("%s: %w", on.Name, err)
+	}
+	snap.Node = on.Name
+	return snap, nil
+}
+
+// FetchSnapshot copies snapshot snap from server on to local (0600,
+// written whole or not at all).
+func (b *K3s) FetchSnapshot(ctx context.Context, on profiles.Node, snap facts.Snapshot, local string) error {
+	h, err := b.Hosts.Host(ctx, on)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".*")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	n, err := h.Download(ctx, snap.Path, tmp, true)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy snapshot %s from %s: %w", snap.Name, on.Name, err)
+	}
+	if snap.Size > 0 && n != snap.Size {
+		return fmt.Errorf("copy snapshot %s from %s: %d bytes, the file has %d", snap.Name, on.Name, n, snap.Size)
+	}
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), local)
 }

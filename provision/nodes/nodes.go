@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -27,7 +28,10 @@ type Backend struct {
 	SSH  *profiles.SSH
 	// AcceptNewHostKeys records keys of hosts absent from known_hosts.
 	AcceptNewHostKeys bool
-	DataPath          string
+	// ReplaceHostKeys names nodes whose machines were reinstalled: a
+	// changed host key replaces their known_hosts lines.
+	ReplaceHostKeys []string
+	DataPath        string
 	// WaitSSHTimeout bounds WaitSSH (default 5 minutes).
 	WaitSSHTimeout time.Duration
 
@@ -41,6 +45,7 @@ func (b *Backend) Host(ctx context.Context, n profiles.Node) (*remote.Host, erro
 	if err != nil {
 		return nil, err
 	}
+	cfg.ReplaceHostKey = slices.Contains(b.ReplaceHostKeys, n.Name)
 	return b.Pool.Get(ctx, cfg)
 }
 

@@ -9,6 +9,8 @@ package offline
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
@@ -111,8 +113,46 @@ func (K3s) WaitMember(context.Context, profiles.Node) error { return ErrOffline 
 // Uninstall refuses.
 func (K3s) Uninstall(context.Context, profiles.Node) error { return ErrOffline }
 
-// K3d answers as a Docker host without the cluster.
-type K3d struct{ Kubeconfig }
+// K3d answers as a Docker host without the cluster; Spec, when set, is
+// the cluster's shape for a rebuild plan (its nodes assumed running).
+type K3d struct {
+	Kubeconfig
+	Spec *profiles.K3d
+	// Down is the node a rebuild plan assumes dead.
+	Down string
+}
+
+// Nodes lists the nodes a cluster of the profile's shape has.
+func (k K3d) Nodes(context.Context) ([]facts.K3dNode, error) {
+	if k.Spec == nil {
+		return nil, nil
+	}
+	var out []facts.K3dNode
+	for i := range k.Spec.Servers {
+		out = append(out, facts.K3dNode{Name: fmt.Sprintf("k3d-%s-server-%d", k.Spec.ClusterName, i), Role: "server", Running: true, Ready: true})
+	}
+	for i := range k.Spec.Agents {
+		out = append(out, facts.K3dNode{Name: fmt.Sprintf("k3d-%s-agent-%d", k.Spec.ClusterName, i), Role: "agent", Running: true, Ready: true})
+	}
+	for i, n := range out {
+		if k.Down != "" && (n.Name == k.Down || strings.HasSuffix(n.Name, "-"+k.Down)) {
+			out[i].Running, out[i].Ready = false, false
+		}
+	}
+	return out, nil
+}
+
+// DeleteKubeNode refuses.
+func (K3d) DeleteKubeNode(context.Context, string) error { return ErrOffline }
+
+// DeleteNode refuses.
+func (K3d) DeleteNode(context.Context, string) error { return ErrOffline }
+
+// AddAgent refuses.
+func (K3d) AddAgent(context.Context, string) error { return ErrOffline }
+
+// WaitNodeReady refuses.
+func (K3d) WaitNodeReady(context.Context, string) error { return ErrOffline }
 
 // Observe reports no cluster.
 func (K3d) Observe(context.Context) (facts.K3dCluster, error) { return facts.K3dCluster{}, nil }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,10 @@ type Backend struct {
 	AgentWait time.Duration
 	// Log receives warnings.
 	Log io.Writer
+	// Replaced names nodes whose VMs are new in this run although not
+	// cloned by it (a rebuild resumed after its clone): their host keys
+	// replace the stale known_hosts lines.
+	Replaced []string
 
 	mu      sync.Mutex
 	cloneMu sync.Mutex // nextid and the clone request, one at a time
@@ -684,7 +689,7 @@ func (b *Backend) learnHostKey(ctx context.Context, n profiles.Node, v *gp.Virtu
 			}
 			host := knownhosts.Normalize(net.JoinHostPort(n.Address, strconv.Itoa(max(s.Port, 22))))
 			b.mu.Lock()
-			fresh := b.cloned[n.Name]
+			fresh := b.cloned[n.Name] || slices.Contains(b.Replaced, n.Name)
 			b.mu.Unlock()
 			changed, err := remote.RecordHostKey(s.KnownHostsFile, host, key, fresh)
 			if err != nil {

@@ -22,7 +22,10 @@ import (
 type hostKeys struct {
 	file      string
 	acceptNew bool
-	check     ssh.HostKeyCallback
+	// replace lets a changed key replace the host's old lines (a machine
+	// reinstalled at the same address, named by the operator).
+	replace bool
+	check   ssh.HostKeyCallback
 }
 
 // knownHostsMu serialises appends to known_hosts files within a process.
@@ -82,6 +85,11 @@ func (k *hostKeys) callback(name string) ssh.HostKeyCallback {
 		switch {
 		case err == nil:
 			return nil
+		case errors.As(err, &ke) && len(ke.Want) > 0 && k.replace:
+			if _, err := ForgetHostKeys(k.file, []string{knownhosts.Normalize(hostname)}); err != nil {
+				return fmt.Errorf("replace host key of %s: %w", name, err)
+			}
+			return k.record(hostname, key)
 		case errors.As(err, &ke) && len(ke.Want) > 0:
 			var known string
 			for i, w := range ke.Want {
@@ -90,8 +98,8 @@ func (k *hostKeys) callback(name string) ssh.HostKeyCallback {
 				}
 				known += fmt.Sprintf("%s %s (%s:%d)", w.Key.Type(), ssh.FingerprintSHA256(w.Key), w.Filename, w.Line)
 			}
-			return fmt.Errorf("%w for %s (%s): it offers %s %s, known_hosts has %s; if the host was rebuilt, remove its old entry (ssh-keygen -R %s) and connect again",
-				ErrHostKeyMismatch, name, hostname, key.Type(), ssh.FingerprintSHA256(key), known, knownhosts.Normalize(hostname))
+			return fmt.Errorf("%w for %s (%s): it offers %s %s, known_hosts has %s; if the machine was reinstalled, say so: labctl rebuild <profile> %s --replace-host-key (or remove its old entry: ssh-keygen -R %s)",
+				ErrHostKeyMismatch, name, hostname, key.Type(), ssh.FingerprintSHA256(key), known, name, knownhosts.Normalize(hostname))
 		case errors.As(err, &ke):
 			if !k.acceptNew {
 				return fmt.Errorf("%w: %s (%s) offers %s %s, which is not in %s; check it and accept new host keys explicitly",

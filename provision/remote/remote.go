@@ -40,8 +40,11 @@ type Config struct {
 	// KnownHostsFile is checked strictly; see AcceptNewHostKeys.
 	KnownHostsFile string
 	// AcceptNewHostKeys records the key of a host absent from
-	// KnownHostsFile. A changed key is refused regardless.
+	// KnownHostsFile. A changed key is refused regardless, unless
+	// ReplaceHostKey says the machine was reinstalled: then its old lines
+	// give way to the key it offers now.
 	AcceptNewHostKeys bool
+	ReplaceHostKey    bool
 	// JumpHost is user@host[:port] of a bastion reached with the same
 	// keys and known_hosts.
 	JumpHost string
@@ -147,7 +150,10 @@ func parseJump(s string) (user, addr string, err error) {
 }
 
 func connect(ctx context.Context, cfg Config, addr string, auth []ssh.AuthMethod, dial func(context.Context, string) (net.Conn, error)) (*ssh.Client, error) {
-	hk, err := newHostKeys(cfg.KnownHostsFile, cfg.AcceptNewHostKeys)
+	hk, err := newHostKeys(cfg.KnownHostsFile, cfg.AcceptNewHostKeys || cfg.ReplaceHostKey)
+	if err == nil {
+		hk.replace = cfg.ReplaceHostKey
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Name, err)
 	}

@@ -170,6 +170,64 @@ func (h *Host) Run(ctx context.Context, c Cmd) (Result, error) {
 	return res, fmt.Errorf("%s: `%s`: %w", h.cfg.Name, summary(h.redact.Redact(c.Script)), waitErr)
 }
 
+// Download copies the remote file at path into w, byte for byte (an etcd
+// snapshot: binary, and larger than any output Run keeps), reading it as
+// root when sudo is set. It returns the number of bytes copied.
+func (h *Host) Download(ctx context.Context, path string, w io.Writer, sudo bool) (int64, error) {
+	h.commands.Add(1)
+	c := Cmd{Script: "cat " + shellQuote(path), Sudo: sudo}
+	script, stdin, err := h.wrap(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case h.sessions <- struct{}{}:
+		defer func() { <-h.sessions }()
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%s: %w", h.cfg.Name, ctx.Err())
+	}
+	s, err := h.client.NewSession()
+	if err != nil {
+		return 0, fmt.Errorf("%s: new session: %w", h.cfg.Name, err)
+	}
+	defer s.Close()
+	if stdin != nil {
+		s.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := s.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	var errBuf bytes.Buffer
+	s.Stderr = &errBuf
+	if err := s.Start(script); err != nil {
+		return 0, fmt.Errorf("%s: start: %w", h.cfg.Name, err)
+	}
+	type copied struct {
+		n   int64
+		err error
+	}
+	done := make(chan copied, 1)
+	go func() {
+		n, err := io.Copy(w, out)
+		if werr := s.Wait(); err == nil {
+			err = werr
+		}
+		done <- copied{n, err}
+	}()
+	select {
+	case c := <-done:
+		var ee *ssh.ExitError
+		if errors.As(c.err, &ee) {
+			return c.n, &ExitError{Host: h.cfg.Name, Command: "download " + path, Status: ee.ExitStatus(), Stderr: h.redact.Redact(errBuf.String())}
+		}
+		return c.n, c.err
+	case <-ctx.Done():
+		_ = s.Close()
+		return 0, fmt.Errorf("%s: download %s: %w", h.cfg.Name, path, ctx.Err())
+	}
+}
+
 // wrap turns a script into the command line and stdin to send.
 func (h *Host) wrap(ctx context.Context, c Cmd) (string, []byte, error) {
 	script := "/bin/sh -c " + shellQuote(c.Script)

@@ -52,16 +52,20 @@
 // server without --cluster-init uses etcd too); the supervisor shares no
 // port with the API: it listens on 9345 (as RKE2 does) rather than
 // multiplexing 6443; several CAs (one CA signs everything); certificate
-// rotation; etcd snapshots; secrets encryption; kubelet-arg and the other
+// rotation; etcd snapshot schedules, retention, S3 and the
+// ETCDSnapshotFile objects (`etcd-snapshot save|ls|delete` are modelled,
+// on local files); secrets encryption; kubelet-arg and the other
 // pass-through flags; the overlayfs snapshotter on a node whose disk is
 // itself overlayfs (a container): there it uses "native".
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -77,15 +81,21 @@ func main() {
 	case "--version", "-v", "version":
 		fmt.Printf("k3s version %s (labctl test bed stand-in)\n", version())
 		return
+	case "etcd-snapshot":
+		err = runSnapshot(ctx, os.Args[2:])
 	case "server":
 		var c *config
 		if c, err = loadConfig(os.Args[2:]); err == nil {
-			err = runServer(ctx, c)
+			if err = unpackBundle(c.DataDir); err == nil {
+				err = runServer(ctx, c)
+			}
 		}
 	case "agent":
 		var c *config
 		if c, err = loadConfig(os.Args[2:]); err == nil {
-			err = runAgent(ctx, c)
+			if err = unpackBundle(c.DataDir); err == nil {
+				err = runAgent(ctx, c)
+			}
 		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
@@ -100,6 +110,43 @@ func main() {
 var k3sVersion = "v1.34.4+k3s1"
 
 func version() string { return k3sVersion }
+
+// bundleDir holds what a real K3s binary carries inside itself (the
+// stand-in is small): bin/ (containerd's runc wrapper, the Kubernetes
+// binaries) and images/ (the sandbox image). The test bed puts it on a
+// node beside the binary.
+const bundleDir = "/opt/k3s-standin-bundle"
+
+// unpackBundle does what K3s does at start with its embedded data: the
+// binaries go to <data-dir>/data/current/bin (symlinked here), the images
+// to agent/images; what is there already stays.
+func unpackBundle(dataDir string) error {
+	for _, d := range []struct{ from, to string }{
+		{filepath.Join(bundleDir, "bin"), filepath.Join(dataDir, "data", "current", "bin")},
+		{filepath.Join(bundleDir, "images"), filepath.Join(dataDir, "agent", "images")},
+	} {
+		entries, err := os.ReadDir(d.from)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(d.to, 0o755); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			dst := filepath.Join(d.to, e.Name())
+			if _, err := os.Lstat(dst); err == nil {
+				continue
+			}
+			if err := os.Symlink(filepath.Join(d.from, e.Name()), dst); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "time=%q "+format+"\n", append([]any{nowString()}, args...)...)
