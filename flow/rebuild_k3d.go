@@ -93,7 +93,8 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 				}
 				return b.Journal.SaveRebuild(j)
 			}
-			if !j.MachineReplaced {
+			resumed := j.MachineReplaced
+			if !resumed {
 				if err := x.Wet("delete Node "+node+" from the cluster", func(ctx context.Context) error { return b.K3d.DeleteKubeNode(ctx, node) }); err != nil {
 					return err
 				}
@@ -108,7 +109,7 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 			}
 			// After the old container is gone; a resumed run finds the new
 			// one maybe half made: k3d's add then fails, so it goes first.
-			if ok && j.MachineReplaced {
+			if ok && resumed {
 				if err := x.Wet("delete the half-made k3d node "+node, func(ctx context.Context) error { return b.K3d.DeleteNode(ctx, node) }); err != nil {
 					return err
 				}

@@ -262,3 +262,26 @@ func TestRebuildRemovesALeftoverMemberThroughEtcd(t *testing.T) {
 		t.Errorf("leftover member not removed: %v", c.calls)
 	}
 }
+
+// A dead k3d agent is replaced once (Node, container, a new agent of
+// the same name); a k3d server is refused with the reason.
+func TestRebuildOfAK3dAgentReplacesItOnceAndRefusesTheServer(t *testing.T) {
+	l := load(t, "staging")
+	w := &world{spec: &l.Spec, calls: []string{"StopAgent"}}
+	c := &cluster{world: w}
+	b := Backends{K3d: k3dWorld{w}, Journal: c}
+	p, err := Rebuild(&l.Profile, "agent-1", b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.Run(context.Background(), p, plan.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"StopAgent", "DeleteKubeNode k3d-staging-agent-1", "DeleteNode k3d-staging-agent-1", "AddAgent k3d-staging-agent-1", "ForgetRebuild"}
+	if !slices.Equal(w.calls, want) {
+		t.Errorf("calls %v, want %v", w.calls, want)
+	}
+	if _, err := Rebuild(&l.Profile, "server-0", b, Options{}); err == nil || !strings.Contains(err.Error(), "staging is not HA") {
+		t.Errorf("server: %v", err)
+	}
+}
