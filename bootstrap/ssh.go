@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/labctl/labctl/provision/remote"
+	localstate "github.com/labctl/labctl/provision/state"
 )
 
 // DeployKey is the SSH key labctl pushes with and Flux pulls with.
@@ -49,6 +50,9 @@ func (b *Backend) deployKey() (DeployKey, error) {
 		return DeployKey{}, errors.New("spec.flux.deployKeyRef is unset and no directory was given to keep a generated deploy key")
 	}
 	p := filepath.Join(b.KeyDir, b.Context, "flux-deploy-key")
+	if err := localstate.CheckRegular(p); err != nil {
+		return DeployKey{}, fmt.Errorf("deploy key: %w", err)
+	}
 	if data, err := os.ReadFile(p); err == nil {
 		return parseDeployKey(data, p)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -62,11 +66,16 @@ func (b *Backend) deployKey() (DeployKey, error) {
 	if err != nil {
 		return DeployKey{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	created, err := localstate.CreateExclusive(p, pem.EncodeToMemory(block))
+	if err != nil {
 		return DeployKey{}, err
 	}
-	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-		return DeployKey{}, err
+	if !created { // another run made one meanwhile: that one is the key
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return DeployKey{}, err
+		}
+		return parseDeployKey(data, p)
 	}
 	k, err := parseDeployKey(pem.EncodeToMemory(block), p)
 	k.Generated = true

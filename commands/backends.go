@@ -67,8 +67,11 @@ func (w *wired) Close() {
 // every command.
 func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 	s := &l.Spec
-	if o.Kubeconfig == "" {
-		o.Kubeconfig = kubeconfig.DefaultPath()
+	if o.Kubeconfig == "" && !o.Offline {
+		var err error
+		if o.Kubeconfig, err = kubeconfig.DefaultPath(); err != nil {
+			return nil, err
+		}
 	}
 	w := &wired{Kubeconfig: o.Kubeconfig}
 	dataPath := ""
@@ -79,7 +82,10 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 	if stateDir == "" {
 		var err error
 		if stateDir, err = k3s.StateDir(); err != nil {
-			return nil, err
+			if !o.Offline {
+				return nil, err
+			}
+			stateDir = "~/.local/state/labctl" // only shown
 		}
 	}
 	journal := state.Dir{Root: stateDir, Profile: l.Metadata.Name}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/provision/kubeconfig"
 )
 
 // CreateOptions shape `labctl create`.
@@ -49,6 +50,10 @@ func Create(ctx context.Context, e Env, a ProfileArg, o CreateOptions) error {
 	}
 	p, err := build(&l.Profile, w.Backends, flow.Options{Kubeconfig: w.Kubeconfig})
 	if err != nil {
+		return err
+	}
+	// Learnt before the first change, not after every host was changed.
+	if err := kubeconfig.CheckWritable(w.Kubeconfig); err != nil {
 		return err
 	}
 	rep, err := plan.Run(ctx, p, plan.Options{Sink: e.sink(), Parallel: o.Parallel, Now: e.Now})

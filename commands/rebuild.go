@@ -9,6 +9,7 @@ import (
 
 	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/provision/kubeconfig"
 )
 
 // RebuildOptions shape `labctl rebuild`.
@@ -65,6 +66,10 @@ func Rebuild(ctx context.Context, e Env, a ProfileArg, o RebuildOptions) error {
 			return err
 		}
 		return e.dryRun(ctx, p, "Dry run: nothing was changed. A node that is still healthy is rebuilt only with --yes or the typed confirmation.")
+	}
+	// Learnt before the first change, not after every host was changed.
+	if err := kubeconfig.CheckWritable(w.Kubeconfig); err != nil {
+		return err
 	}
 	p, err := build(o.Yes)
 	if err != nil {

@@ -5,9 +5,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,20 +32,25 @@ import (
 )
 
 // serveK3s serves the stand-in's install.sh and k3s binary to the bed's
-// nodes from the host (the bed network's gateway), as get.k3s.io and
-// GitHub releases serve the real ones. It returns the install script URL.
+// nodes from the host (the bed network's gateway) over HTTPS with the
+// bed's CA, as get.k3s.io and GitHub releases serve the real ones. It
+// returns the install script URL.
 func serveK3s(t *testing.T, bin string) string {
 	t.Helper()
 	script, err := testbed.InstallScript()
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := strings.TrimSuffix(bed.Subnet.Addr().Next().String(), "")
-	l, err := net.Listen("tcp", gw+":0")
+	gw := bed.Subnet.Addr().Next().String()
+	tc, err := bed.ServerTLS(gw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + l.Addr().String()
+	l, err := tls.Listen("tcp", gw+":0", tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + l.Addr().String()
 	body, err := os.ReadFile(script)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +71,12 @@ func serveK3s(t *testing.T, bin string) string {
 // its install script, and returns a function writing a profile for them
 // as user, with extra YAML appended under spec.
 func k3sNodes(t *testing.T, ctx context.Context, ips []string) func(user, extra string) string {
+	return k3sNodesWithAgents(t, ctx, ips, len(ips))
+}
+
+// k3sNodesWithAgents is k3sNodes whose nodes after the first servers are
+// agents.
+func k3sNodesWithAgents(t *testing.T, ctx context.Context, ips []string, servers int) func(user, extra string) string {
 	t.Helper()
 	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
 	if err != nil {
@@ -83,7 +94,7 @@ func k3sNodes(t *testing.T, ctx context.Context, ips []string) func(user, extra 
 	}
 	url := serveK3s(t, bin)
 	return func(user, extra string) string {
-		f := e2eProfileAs(t, ips, user)
+		f := e2eProfileRoles(t, ips, user, servers)
 		text, _ := os.ReadFile(f)
 		text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n"+extra)...)
 		if err := os.WriteFile(f, text, 0o600); err != nil {
@@ -313,6 +324,14 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	}
 	if n, learners, _ := etcdMembers(t, ctx, "node-1"); n != 3 || learners != 0 {
 		t.Errorf("after rebuilding node-3: %d started members, %d learners", n, learners)
+	}
+	// The cluster was made anew after the destroy: a new CA, a new client.
+	cfg, err = clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
 	}
 	if ready := readyServers(t, ctx, cs); strings.Join(ready, ",") != "node-1,node-2,node-3" {
 		t.Errorf("Ready servers after rebuilding node-3: %v", ready)

@@ -9,17 +9,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/provision/k3s"
 )
 
-// TestCreateKilledAtEachStageConverges runs the real labctl binary and
-// SIGKILLs it right after the prerequisites, after the first server and
-// after the first join; each re-run continues where the last left off, the
-// last one finishes, and one more run changes nothing.
+// TestCreateKilledAtEachStageConverges runs the real labctl binary on 3
+// servers and an agent and SIGKILLs it right after the prerequisites,
+// after the first server and after the first join; each re-run continues
+// where the last left off, the last one finishes (the agent waited for as
+// an agent: its Node Ready, no etcd member), and one more run changes
+// nothing.
 func TestCreateKilledAtEachStageConverges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -27,7 +31,7 @@ func TestCreateKilledAtEachStageConverges(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", labctl, "../cmd/labctl").CombinedOutput(); err != nil {
 		t.Fatalf("build labctl: %v %s", err, out)
 	}
-	file := k3sNodes(t, ctx, []string{"172.30.20.61", "172.30.20.62", "172.30.20.63"})("root", "")
+	file := k3sNodesWithAgents(t, ctx, []string{"172.30.20.61", "172.30.20.62", "172.30.20.63", "172.30.20.64"}, 3)("root", "")
 	state, kc := t.TempDir(), filepath.Join(t.TempDir(), "kubeconfig")
 
 	// create runs labctl; killAfter names the step whose completion ends
@@ -81,8 +85,15 @@ func TestCreateKilledAtEachStageConverges(t *testing.T) {
 	}
 	t.Logf("converged after three kills; the next run made 0 changes in %s", time.Since(start).Round(time.Millisecond))
 	out, err := bed.Exec(ctx, "node-3", "sh", "-c", "curl -sS --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}'")
-	if err != nil || strings.Count(out, `"name":"node-`) != 3 || strings.Contains(out, "isLearner") {
+	if err != nil || strings.Count(out, `"name":"node-`) != 3 || strings.Contains(out, "isLearner") || strings.Contains(out, "node-4") {
 		t.Fatalf("etcd members after convergence: %v %s", err, out)
+	}
+	agent, err := bed.Exec(ctx, "node-1", "sh", "-c", "curl -sS --cacert /var/lib/rancher/k3s/server/tls/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/client-admin.crt --key /var/lib/rancher/k3s/server/tls/client-admin.key https://127.0.0.1:6443/api/v1/nodes/node-4")
+	if kn, perr := k3s.ParseNode(agent); perr != nil || !kn.Ready || slices.Contains(kn.Roles, "etcd") {
+		t.Errorf("agent node-4 after convergence: %+v %v %v", kn, perr, err)
+	}
+	if state, _ := bed.Exec(ctx, "node-4", "systemctl", "is-active", "k3s-agent"); state != "active" {
+		t.Errorf("node-4's k3s-agent is %q", state)
 	}
 	tok, _ := os.ReadDir(filepath.Join(state, "production-e2e"))
 	if len(tok) != 1 {

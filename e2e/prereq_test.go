@@ -28,10 +28,20 @@ import (
 func e2eProfile(t *testing.T, ips []string) string { return e2eProfileAs(t, ips, "root") }
 
 func e2eProfileAs(t *testing.T, ips []string, user string) string {
+	return e2eProfileRoles(t, ips, user, len(ips))
+}
+
+// e2eProfileRoles writes the profile with the first servers nodes as
+// servers and the rest as agents.
+func e2eProfileRoles(t *testing.T, ips []string, user string, servers int) string {
 	t.Helper()
 	var nodesYAML strings.Builder
 	for i, ip := range ips {
-		fmt.Fprintf(&nodesYAML, "    - {name: node-%d, address: %s, role: server}\n", i+1, ip)
+		role := "server"
+		if i >= servers {
+			role = "agent"
+		}
+		fmt.Fprintf(&nodesYAML, "    - {name: node-%d, address: %s, role: %s}\n", i+1, ip, role)
 	}
 	text := fmt.Sprintf(`apiVersion: labctl.dev/v1alpha1
 kind: Profile

@@ -2,9 +2,12 @@ package flow
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3s"
 )
 
 // Create builds the create plan for a validated profile: VMs (Proxmox) →
@@ -31,7 +34,7 @@ func buildCreate(p *profiles.Profile, b Backends, o Options, withFlux bool) (*pl
 	var last string
 	if s.K3d != nil {
 		k := s.K3d
-		last = f.kubeconfig([]string{f.k3dCluster()}, fmt.Sprintf("https://%s:%d", k.APIHost, k.APIPort), b.K3d)
+		last = f.kubeconfig([]string{f.k3dCluster()}, "https://"+net.JoinHostPort(k.APIHost, strconv.Itoa(k.APIPort)), b.K3d)
 	} else {
 		last = f.cluster(f.machines())
 	}
@@ -94,5 +97,5 @@ func (f *builder) cluster(ready map[string]string) string {
 		}
 		tail = append(tail, f.installK3s(id, title, n, []string{initID}, serial, f.joinRunning))
 	}
-	return f.kubeconfig(tail, fmt.Sprintf("https://%s:6443", first.Address), f.b.K3s)
+	return f.kubeconfig(tail, k3s.ServerURL(first), f.b.K3s)
 }

@@ -113,13 +113,24 @@ func (l Loader) Load(name string) (*Loaded, error) {
 	return l.load(name, file, data)
 }
 
-// LoadFile reads a profile from an explicit path.
+// LoadFile reads a profile from an explicit path (at most
+// MaxProfileSize bytes of it: a larger file is refused unread).
 func (l Loader) LoadFile(path string) (*Loaded, error) {
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path)
 	if err != nil {
 		return nil, fmt.Errorf("read profile: %w", err)
 	}
 	return l.load(path, path, data)
+}
+
+// readCapped reads a file, but no more than one byte past the cap.
+func readCapped(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, MaxProfileSize+1))
 }
 
 // LoadBytes loads a profile from memory; file names it in messages.
@@ -138,7 +149,7 @@ func (l Loader) find(name string, embeddedOnly bool) (string, []byte, error) {
 	}
 	if l.Dir != "" && !embeddedOnly {
 		p := filepath.Join(l.Dir, name+".yaml")
-		b, err := os.ReadFile(p)
+		b, err := readCapped(p)
 		if err == nil {
 			return p, b, nil
 		}
@@ -162,7 +173,25 @@ type layer struct {
 	root *yaml.Node // the document's top mapping
 }
 
+// MaxProfileSize caps a profile file: a profile is a page of YAML, and a
+// huge one is a mistake (or an attack) that must not cost minutes and
+// gigabytes.
+const MaxProfileSize = 1 << 20
+
+// MaxProblems caps the problems reported for one profile.
+const MaxProblems = 100
+
 func (l Loader) load(name, file string, data []byte) (*Loaded, error) {
+	l2, err := l.loadChain(name, file, data)
+	var inv *InvalidError
+	if errors.As(err, &inv) && len(inv.Problems) > MaxProblems {
+		n := len(inv.Problems)
+		inv.Problems = append(inv.Problems[:MaxProblems:MaxProblems], Problem{File: inv.Problems[0].File, Msg: fmt.Sprintf("and %d more problems (only the first %d are listed)", n-MaxProblems, MaxProblems)})
+	}
+	return l2, err
+}
+
+func (l Loader) loadChain(name, file string, data []byte) (*Loaded, error) {
 	var layers []layer
 	seen := map[string]bool{}
 	for {
@@ -213,6 +242,20 @@ func (l Loader) load(name, file string, data []byte) (*Loaded, error) {
 		out.Sources = append(out.Sources, ly.file)
 	}
 	if probs := validate(&p, w.locate); len(probs) > 0 {
+		// An embedded base is valid on its own: a problem located in it
+		// comes from what the user's file changed around it, so it is
+		// reported there, at the extends line, naming where the value is.
+		_, extendsLine := scalarAt(layers[len(layers)-1].root, "extends")
+		for i, pr := range probs {
+			if strings.HasPrefix(pr.File, "embedded:") && pr.File != top {
+				at := pr.File
+				if pr.Line > 0 {
+					at += ":" + strconv.Itoa(pr.Line)
+				}
+				probs[i].Msg += fmt.Sprintf(" (the value comes from %s, which this file extends: override it here)", at)
+				probs[i].File, probs[i].Line = top, extendsLine
+			}
+		}
 		sort.SliceStable(probs, func(i, j int) bool {
 			if probs[i].File != probs[j].File {
 				return probs[i].File < probs[j].File
@@ -226,6 +269,12 @@ func (l Loader) load(name, file string, data []byte) (*Loaded, error) {
 
 // parse reads exactly one YAML document whose top level is a mapping.
 func parse(file string, data []byte) (*yaml.Node, []Problem) {
+	if len(data) > MaxProfileSize {
+		return nil, []Problem{{File: file, Msg: fmt.Sprintf("%d bytes: a profile is at most %d (1 MiB)", len(data), MaxProfileSize)}}
+	}
+	if line, c, ok := controlChar(data); ok {
+		return nil, []Problem{{File: file, Line: line, Msg: fmt.Sprintf("YAML syntax: control character %U is not allowed", c)}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -263,9 +312,30 @@ func yamlProblem(file string, err error) Problem {
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
+		// yaml.v3 reports an unclosed {…} or […] at its context mark,
+		// counted from 0: the line before the collection.
+		if strings.HasPrefix(m[2], "did not find expected ',' or ") {
+			n++
+		}
 		return Problem{File: file, Line: n, Msg: "YAML syntax: " + m[2]}
 	}
 	return Problem{File: file, Msg: "YAML syntax: " + msg}
+}
+
+// controlChar finds the first character YAML refuses (C0 controls but
+// tab, newline and carriage return; DEL), with its line.
+func controlChar(data []byte) (int, rune, bool) {
+	line := 1
+	for _, r := range string(data) {
+		switch {
+		case r == '\n':
+			line++
+		case r == '\t' || r == '\r':
+		case r < 0x20 || r == 0x7f:
+			return line, r, true
+		}
+	}
+	return 0, 0, false
 }
 
 // scalarAt returns the scalar at a key path of a mapping, and its line.

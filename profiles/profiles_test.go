@@ -275,3 +275,23 @@ func TestCommittedSchemaIsCurrent(t *testing.T) {
 	}
 	golden.Assert(t, "profile.schema.json", b)
 }
+
+// A huge profile is refused before it is parsed, and a profile with
+// very many problems lists a bounded number of them.
+func TestSizeAndProblemCountAreCapped(t *testing.T) {
+	big := bytes.Repeat([]byte("# padding\n"), MaxProfileSize/10+1)
+	_, err := Loader{}.LoadBytes("big.yaml", big)
+	if err == nil || !strings.Contains(err.Error(), "a profile is at most 1048576 (1 MiB)") {
+		t.Fatalf("big profile: %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("apiVersion: labctl.dev/v1alpha1\nkind: Profile\nmetadata: {name: many}\nextends: production\nspec:\n  dns:\n    domain: ronaldlokers.nl\n    records:\n")
+	for i := range 5000 {
+		fmt.Fprintf(&b, "      - {name: bad_%d, targets: [nope]}\n", i)
+	}
+	_, err = Loader{}.LoadBytes("many.yaml", []byte(b.String()))
+	var inv *InvalidError
+	if !errors.As(err, &inv) || len(inv.Problems) != MaxProblems+1 || !strings.Contains(inv.Problems[MaxProblems].Msg, "and 9900 more problems") {
+		t.Fatalf("many problems: %d listed", len(inv.Problems))
+	}
+}

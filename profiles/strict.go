@@ -3,6 +3,7 @@ package profiles
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,10 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		w.add(n, path, "YAML aliases are not supported in profiles; write the value out")
 		return
 	}
+	if tagged(n) {
+		w.add(n, path, "explicit YAML tags (%s) are not supported in profiles; write the value plainly (quote a string)", n.Tag)
+		return
+	}
 	w.pos[path] = Problem{File: w.fileOf(n), Line: n.Line}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -95,6 +100,9 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if badKey(w, k, path) {
+			continue
+		}
 		sub := join(path, k.Value)
 		if first, dup := seen[k.Value]; dup {
 			w.add(k, sub, "duplicate key (first at line %d)", first)
@@ -125,6 +133,9 @@ func (w *walker) walkSecretRef(n *yaml.Node, path string) {
 	set := 0
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if badKey(w, k, path) {
+			continue
+		}
 		sub := join(path, k.Value)
 		w.pos[sub] = Problem{File: w.fileOf(k), Line: k.Line}
 		switch k.Value {
@@ -158,8 +169,16 @@ func (w *walker) walkScalar(n *yaml.Node, t reflect.Type, path string) {
 			w.add(n, path, "want a string, got %s (quote it if a string is meant)", describe(n))
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32:
-		if _, err := strconv.Atoi(n.Value); err != nil || n.Tag != "!!int" {
+		switch {
+		case n.Tag == "!!int" && !decimalRE.MatchString(n.Value):
+			// YAML 1.1 reads 022 as octal 18, 0x16 as 22: say what is meant.
+			w.add(n, path, "%s: write integers in plain decimal (a leading 0 is octal in YAML 1.1, 0x and 0o are bases)", n.Value)
+		case n.Tag != "!!int":
 			w.add(n, path, "want an integer, got %s", describe(n))
+		default:
+			if _, err := strconv.Atoi(n.Value); err != nil {
+				w.add(n, path, "want an integer, got %s", describe(n))
+			}
 		}
 	case reflect.Bool:
 		if n.Tag != "!!bool" {
@@ -169,6 +188,28 @@ func (w *walker) walkScalar(n *yaml.Node, t reflect.Type, path string) {
 }
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+var decimalRE = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+
+// tagged: the node carries an explicit tag (!!binary, !custom), which
+// changes what its text means.
+func tagged(n *yaml.Node) bool { return n.Style&yaml.TaggedStyle != 0 }
+
+// badKey reports a mapping key that is an alias, tagged, or not a plain
+// scalar: keys name fields, nothing else.
+func badKey(w *walker, k *yaml.Node, path string) bool {
+	switch {
+	case k.Kind == yaml.AliasNode:
+		w.add(k, join(path, "*"+k.Value), "YAML aliases are not supported in profiles, as keys neither; write the key out")
+	case tagged(k):
+		w.add(k, join(path, k.Value), "explicit YAML tags (%s) are not supported in profiles", k.Tag)
+	case k.Kind != yaml.ScalarNode:
+		w.add(k, path, "a key must be a plain name, got %s", describe(k))
+	default:
+		return false
+	}
+	return true
+}
 
 func kindName(t reflect.Type) string {
 	switch t.Kind() {

@@ -2,17 +2,31 @@ package profiles
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"path"
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 var (
-	validName    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	validName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// A POSIX login name as Debian's adduser takes it: it reaches
+	// cloud-init, sudoers and shell commands.
+	userNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	// A Linux interface name (IFNAMSIZ 16): a Proxmox bridge.
+	ifNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,14}$`)
+	// A PVE node, VM (template) or storage name.
+	pveNameRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$`)
+	pveStorageRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,62}$`)
+	// A host path labctl creates or mounts: absolute, clean, and plain.
+	hostPathRE = regexp.MustCompile(`^(/[A-Za-z0-9._-]+)+$`)
+	// An OCI image reference: [registry[:port]/]path[:tag][@digest].
+	imageRefRE   = regexp.MustCompile(`^(([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
 	k3sVersionRE = regexp.MustCompile(tagOf(K3s{}, "Version", "pattern"))
 	dnsNameRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 )
@@ -105,7 +119,12 @@ func (c *checker) k3s(s *Spec) {
 		c.secretRef("spec.k3s.tokenRef", *s.K3s.TokenRef)
 	}
 	if u := s.K3s.InstallScriptURL; u != "" {
-		c.url("spec.k3s.installScriptURL", u, "https", "http", "file")
+		// It is piped into a root shell on every node: never over plain HTTP.
+		if strings.HasPrefix(u, "http://") {
+			c.add("spec.k3s.installScriptURL", "%q: the script is piped into a root shell on every node; fetch it over https:// (or use spec.k3s.airgap)", RedactURL(u))
+		} else {
+			c.url("spec.k3s.installScriptURL", u, "https", "file")
+		}
 	}
 	if ag := s.K3s.Airgap; ag != nil {
 		c.required("spec.k3s.airgap.binary", ag.Binary)
@@ -149,6 +168,26 @@ func (c *checker) nodes(s *Spec) {
 		for i, ns := range s.Network.Nameservers {
 			if _, err := netip.ParseAddr(ns); err != nil {
 				c.add(fmt.Sprintf("spec.network.nameservers[%d]", i), "%q is not an IP address", ns)
+			}
+		}
+		if d := s.Network.SearchDomain; d != "" && !dnsNameRE.MatchString(d) {
+			c.add("spec.network.searchDomain", "%q is not a DNS name", d)
+		}
+		if subnet.IsValid() {
+			// Pods and Services must not take the nodes' addresses, and
+			// labctl renders single-stack K3s: one address family.
+			for _, f := range []struct{ path, v string }{{"spec.k3s.clusterCIDR", s.K3s.ClusterCIDR}, {"spec.k3s.serviceCIDR", s.K3s.ServiceCIDR}} {
+				pfx, err := netip.ParsePrefix(f.v)
+				switch {
+				case err != nil:
+				case pfx.Addr().Is4() != subnet.Addr().Is4():
+					c.add(f.path, "%s and the node subnet %s are of different address families; labctl runs single-stack K3s: use %s ranges for both", pfx, subnet, family(subnet))
+				case pfx.Masked().Overlaps(subnet):
+					c.add(f.path, "%s overlaps the node subnet %s (spec.network.subnet): pods or Services would take the nodes' addresses", pfx, subnet)
+				}
+			}
+			if s.Proxmox != nil && subnet.Addr().Is6() {
+				c.add("spec.network.subnet", "%s: labctl configures the VMs' cloud-init networking for IPv4 only", subnet)
 			}
 		}
 	}
@@ -212,7 +251,14 @@ func (c *checker) nodes(s *Spec) {
 	if s.SSH == nil {
 		c.add("spec.ssh", "required with spec.nodes: how labctl logs in to the nodes")
 	} else {
-		c.required("spec.ssh.user", s.SSH.User)
+		if c.required("spec.ssh.user", s.SSH.User) && !userNameRE.MatchString(s.SSH.User) {
+			c.add("spec.ssh.user", "%q: want a login name (lower-case letters, digits, _ and -, at most 32)", s.SSH.User)
+		}
+		if j := s.SSH.JumpHost; j != "" {
+			if err := checkJumpHost(j); err != nil {
+				c.add("spec.ssh.jumpHost", "%q: %v", j, err)
+			}
+		}
 		if s.SSH.Port < 1 || s.SSH.Port > 65535 {
 			c.add("spec.ssh.port", "%d: want 1 to 65535", s.SSH.Port)
 		}
@@ -247,9 +293,20 @@ func (c *checker) proxmox(s *Spec) {
 		c.url("spec.proxmox.endpoint", px.Endpoint, "https")
 	}
 	c.secretRef("spec.proxmox.tokenRef", px.TokenRef)
-	c.required("spec.proxmox.node", px.Node)
-	c.required("spec.proxmox.template", px.Template)
-	c.required("spec.proxmox.storage", px.Storage)
+	// These reach API paths and parameters: their grammar keeps a value
+	// from adding a path segment or a parameter (vmbr0,firewall=0).
+	if c.required("spec.proxmox.node", px.Node) && !pveNameRE.MatchString(px.Node) {
+		c.add("spec.proxmox.node", "%q: want a Proxmox node name (letters, digits, dashes)", px.Node)
+	}
+	if c.required("spec.proxmox.template", px.Template) && !pveNameRE.MatchString(px.Template) {
+		c.add("spec.proxmox.template", "%q: want a VM name (letters, digits, dots, dashes)", px.Template)
+	}
+	if c.required("spec.proxmox.storage", px.Storage) && !pveStorageRE.MatchString(px.Storage) {
+		c.add("spec.proxmox.storage", "%q: want a Proxmox storage id (letters, digits, _ . -)", px.Storage)
+	}
+	if px.Bridge != "" && !ifNameRE.MatchString(px.Bridge) {
+		c.add("spec.proxmox.bridge", "%q: want a bridge name such as vmbr0 (an interface name: letters, digits, _ . -, at most 15)", px.Bridge)
+	}
 	if px.CAFile != "" && px.Fingerprint != "" {
 		c.add("spec.proxmox.fingerprint", "set either caFile or fingerprint, not both")
 	}
@@ -292,6 +349,9 @@ func (c *checker) k3d(s *Spec) {
 	if k.Agents < 0 {
 		c.add("spec.k3d.agents", "%d: want 0 or more", k.Agents)
 	}
+	if k.Image != "" && !imageRefRE.MatchString(k.Image) {
+		c.add("spec.k3d.image", "%q: want an image reference such as docker.io/rancher/k3s:v1.33.4-k3s1", k.Image)
+	}
 	if k.ClusterName != "" && !validName.MatchString(k.ClusterName) {
 		c.add("spec.k3d.clusterName", "%q: want lower-case letters, digits and dashes", k.ClusterName)
 	}
@@ -325,8 +385,8 @@ func (c *checker) storage(s *Spec) {
 	case "local-path":
 		if st.LocalPath == nil {
 			c.add("spec.storage.localPath", "required when defaultClass is local-path")
-		} else if !path.IsAbs(st.LocalPath.Path) {
-			c.add("spec.storage.localPath.path", "%q: want an absolute path", st.LocalPath.Path)
+		} else {
+			c.hostPath("spec.storage.localPath.path", st.LocalPath.Path)
 		}
 	case "longhorn":
 		if s.K3d != nil {
@@ -343,9 +403,7 @@ func (c *checker) storage(s *Spec) {
 			// Without anti-affinity replicas may share a node, so only then is this fatal.
 			c.add("spec.storage.longhorn.replicas", "%d replicas with anti-affinity need at least %d nodes, the profile has %d", lh.Replicas, lh.Replicas, len(s.Nodes))
 		}
-		if !path.IsAbs(lh.DataPath) {
-			c.add("spec.storage.longhorn.dataPath", "%q: want an absolute path", lh.DataPath)
-		}
+		c.hostPath("spec.storage.longhorn.dataPath", lh.DataPath)
 		switch lh.AutoBalance {
 		case "disabled", "least-effort", "best-effort":
 		default:
@@ -538,23 +596,106 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func (c *checker) url(path, raw string, schemes ...string) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
-		c.add(path, "%q: want a URL (%s)", raw, strings.Join(schemes, ", "))
+		c.add(path, "%q: want a URL (%s)", RedactURL(raw), strings.Join(schemes, ", "))
 		return
 	}
+	shown := RedactURL(raw)
 	for _, s := range schemes {
 		if u.Scheme == s {
 			if s != "file" && s != "unix" && u.Host == "" {
-				c.add(path, "%q has no host", raw)
+				c.add(path, "%q has no host", shown)
 			}
 			if u.User != nil {
-				if _, hasPass := u.User.Password(); hasPass {
-					c.add(path, "inline secret values are not allowed: remove the password from the URL")
+				_, hasPass := u.User.Password()
+				switch {
+				case hasPass:
+					c.add(path, "inline secret values are not allowed: remove the password from the URL (%s)", refFor(path))
+				case s != "ssh":
+					// https://TOKEN@github.com/…: the "user" is a credential.
+					c.add(path, "credentials in a URL are not allowed: remove the user part before @ (%s)", refFor(path))
+				case !userNameRE.MatchString(u.User.Username()) && u.User.Username() != "git":
+					c.add(path, "%q: the user %q is not a login name", shown, u.User.Username())
 				}
 			}
 			return
 		}
 	}
-	c.add(path, "%q: scheme %q, want %s", raw, u.Scheme, strings.Join(schemes, ", "))
+	c.add(path, "%q: scheme %q, want %s", shown, u.Scheme, strings.Join(schemes, ", "))
+}
+
+// refFor says where the credentials of a URL field go instead.
+func refFor(path string) string {
+	switch path {
+	case "spec.flux.url":
+		return "give them with spec.flux.tokenRef and spec.flux.username"
+	case "spec.proxmox.endpoint":
+		return "give the API token with spec.proxmox.tokenRef"
+	}
+	return "reference secrets with {env: VAR} or {file: PATH}"
+}
+
+// RedactURL is raw with any user information replaced, for messages: a
+// URL's userinfo may be a token, and is never printed.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i {
+			return raw[:i+3] + "[redacted]@" + raw[j+1:]
+		}
+		return raw
+	}
+	if u.User != nil {
+		u.User = url.User("[redacted]")
+		return strings.Replace(u.String(), "%5Bredacted%5D", "[redacted]", 1)
+	}
+	return raw
+}
+
+// hostPath checks a path labctl creates or mounts on a host.
+func (c *checker) hostPath(at, p string) {
+	switch {
+	case !path.IsAbs(p):
+		c.add(at, "%q: want an absolute path", p)
+	case path.Clean(p) != p || hasSegment(p, ".."):
+		c.add(at, "%q: want a clean path (no .., no // or trailing /): %s", p, path.Clean(p))
+	case !hostPathRE.MatchString(p):
+		c.add(at, "%q: want letters, digits and . _ - between the slashes", p)
+	}
+}
+
+// checkJumpHost checks [user@]host[:port].
+func checkJumpHost(j string) error {
+	user, hostport, hasUser := strings.Cut(j, "@")
+	if !hasUser {
+		user, hostport = "", j
+	}
+	if hasUser && !userNameRE.MatchString(user) {
+		return fmt.Errorf("the user %q is not a login name (want [user@]host[:port])", user)
+	}
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.Contains(hostport, ":") && !strings.HasPrefix(hostport, "[") {
+		if _, err := netip.ParseAddr(hostport); err != nil {
+			return fmt.Errorf("want [user@]host[:port]")
+		}
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && !dnsNameRE.MatchString(host) && !validName.MatchString(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name (want [user@]host[:port])", host)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q: want 1 to 65535", port)
+		}
+	}
+	return nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // cleanRepoPath normalises "./clusters/production/" to "clusters/production".

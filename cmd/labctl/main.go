@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/labctl/labctl/commands"
+	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -24,16 +27,38 @@ import (
 var version = ""
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	interrupts(cancel, os.Stderr, os.Exit)
 	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr, time.Now))
+}
+
+// interrupts stops the run at the first Ctrl-C (or SIGTERM): every step
+// sees its context end and returns, SSH handshakes included. A second
+// one exits at once.
+func interrupts(cancel func(), stderr io.Writer, exit func(int)) {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(stderr, "labctl: stopping (interrupt again to exit at once)")
+		cancel()
+		<-sig
+		fmt.Fprintln(stderr, "labctl: exiting now")
+		exit(130)
+	}()
 }
 
 // run is main without the process: tests call it with their own writers
 // and clock. It returns the exit code: 0 ok, 1 failed, 2 bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	app := newApp(stdout, stderr, now)
-	err := app.RunContext(ctx, hoistFlags(app, args))
+	args = hoistFlags(app, args)
+	if name := unknownCommand(app, args); name != "" {
+		fmt.Fprintf(stderr, "labctl: unknown command %q (labctl --help lists the commands)\n", name)
+		return 2
+	}
+	err := app.RunContext(ctx, args)
 	if err == nil {
 		return 0
 	}
@@ -42,6 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	case errors.As(err, &usage):
 		fmt.Fprintf(stderr, "labctl: %v\n", err)
 		return 2
+	case errors.Is(err, plan.ErrCanceled), errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "labctl: interrupted: no further step was started; running the command again continues where this run stopped")
+		return 130
 	case errors.Is(err, commands.ErrInvalid), errors.Is(err, commands.ErrNotReady):
 		// The problems were printed on stdout with the verdicts or the table.
 		fmt.Fprintf(stderr, "labctl: %v\n", err)
@@ -54,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 type usageError struct{ error }
 
 func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
-	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: commands.OutputText, Usage: "text or json"}
+	textOrJSON := outputFlag(commands.OutputText, commands.OutputJSON)
 	insecureFlag := &cli.BoolFlag{Name: "proxmox-insecure", Usage: "do not verify the Proxmox API's TLS certificate (prefer proxmox.caFile or proxmox.fingerprint)"}
 	fileFlag := &cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the profile from `FILE` instead of by name"}
 	env := func(c *cli.Context) commands.Env {
@@ -71,6 +99,9 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 		case 0:
 		case 1:
 			a.Name = c.Args().First()
+			if a.File != "" {
+				return a, usageError{fmt.Errorf("%s: give a profile name or -f FILE, not both", c.Command.Name)}
+			}
 		default:
 			return a, usageError{fmt.Errorf("%s takes one profile, got %d arguments", c.Command.Name, c.NArg())}
 		}
@@ -102,13 +133,13 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Subcommands: []*cli.Command{
 					{
 						Name: "list", Usage: "list embedded and user profiles",
-						Flags:  []cli.Flag{outputFlag},
+						Flags:  []cli.Flag{textOrJSON},
 						Action: func(c *cli.Context) error { return commands.ProfilesList(env(c)) },
 					},
 					{
 						Name: "show", Usage: "print the effective profile (extends resolved, defaults filled in)",
 						ArgsUsage: "NAME | -f FILE",
-						Flags:     []cli.Flag{fileFlag, &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: commands.OutputYAML, Usage: "yaml or json"}},
+						Flags:     []cli.Flag{fileFlag, outputFlag(commands.OutputYAML, commands.OutputJSON, commands.OutputText)},
 						Action: func(c *cli.Context) error {
 							a, err := oneProfile(c)
 							if err != nil {
@@ -124,7 +155,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					{
 						Name: "validate", Usage: "check profiles; every problem names the file, line and field",
 						ArgsUsage: "[NAME ...] [-f FILE ...]",
-						Flags:     []cli.Flag{&cli.StringSliceFlag{Name: "file", Aliases: []string{"f"}, Usage: "validate `FILE` (repeatable)"}, outputFlag},
+						Flags:     []cli.Flag{&cli.StringSliceFlag{Name: "file", Aliases: []string{"f"}, Usage: "validate `FILE` (repeatable)"}, textOrJSON},
 						Action: func(c *cli.Context) error {
 							var args []commands.ProfileArg
 							for _, n := range c.Args().Slice() {
@@ -142,7 +173,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "plan",
 				Usage:     "show the ordered create flow for a profile and what each step would change",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
+				Flags: []cli.Flag{fileFlag, textOrJSON, insecureFlag,
 					&cli.BoolFlag{Name: "observe", Usage: "read what exists (Proxmox VE, the hosts and K3s over SSH, a k3d cluster; read-only) and plan from it, showing drift"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "with --observe, compare the context in `FILE` (default $KUBECONFIG or ~/.kube/config)"},
 					&cli.StringFlag{Name: "state-dir", Usage: "with --observe, compare the nodes' token with the one under `DIR` (default ~/.local/state/labctl)"},
@@ -159,7 +190,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "create",
 				Usage:     "create the cluster: a k3d cluster, or K3s on Proxmox VMs or given hosts (VMs, prerequisites, K3s, kubeconfig), then Flux; re-running converges",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag, outputFlag,
+				Flags: []cli.Flag{fileFlag, textOrJSON,
 					&cli.BoolFlag{Name: "no-flux", Usage: "create the cluster without bootstrapping Flux"},
 					&cli.BoolFlag{Name: "force", Usage: "let Flux's bootstrap replace a flux-system that syncs another path"},
 					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"},
@@ -167,7 +198,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					&cli.StringFlag{Name: "state-dir", Usage: "keep the cluster token under `DIR` (default ~/.local/state/labctl)"},
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "run at most `N` steps at once"},
 					insecureFlag,
-					&cli.BoolFlag{Name: "apply-drift", Usage: "change existing VMs whose config differs from the profile (see `labctl plan --observe`)"}},
+					&cli.BoolFlag{Name: "apply-drift", Usage: "change existing VMs whose config differs from the profile (see 'labctl plan --observe')"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
@@ -184,7 +215,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "destroy",
 				Usage:     "delete the profile's k3d cluster (containers, network, volumes) or Proxmox VMs (purged), or uninstall K3s from given hosts; then its kubeconfig context",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
+				Flags: []cli.Flag{fileFlag, textOrJSON, insecureFlag,
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "remove the context from `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
@@ -200,7 +231,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "rebuild",
 				Usage:     "replace a failed node: quorum checked, etcd snapshot first, its Node and member removed, machine recreated, rejoined through a healthy server",
 				ArgsUsage: "NAME NODE | -f FILE NODE",
-				Flags: []cli.Flag{fileFlag, outputFlag, insecureFlag,
+				Flags: []cli.Flag{fileFlag, textOrJSON, insecureFlag,
 					&cli.BoolFlag{Name: "yes", Usage: "rebuild a node that is still healthy without asking (it is drained first)"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
 					&cli.BoolFlag{Name: "replace-host-key", Usage: "the node's machine was reinstalled: its new SSH host key replaces the known_hosts line"},
@@ -229,7 +260,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 				Name:      "preflight",
 				Usage:     "check, read-only, that every node has what K3s and Longhorn need (before a cluster exists)",
 				ArgsUsage: "NAME | -f FILE",
-				Flags: []cli.Flag{fileFlag, outputFlag,
+				Flags: []cli.Flag{fileFlag, textOrJSON,
 					&cli.BoolFlag{Name: "accept-new-host-keys", Usage: "record the keys of hosts missing from known_hosts (a changed key is always refused)"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
@@ -281,7 +312,59 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 			},
 		},
 	}
+	usageErrors(app.Commands)
+	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
 	return app
+}
+
+// usageErrors makes every command's flag errors (an unknown flag, a flag
+// without its value) usage errors: exit status 2, as the README says.
+func usageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+		usageErrors(c.Subcommands)
+	}
+}
+
+// outputFlag is -o/--output taking one of allowed (the first is the
+// default); another value is a usage error, not silently ignored.
+func outputFlag(allowed ...string) *cli.StringFlag {
+	return &cli.StringFlag{
+		Name: "output", Aliases: []string{"o"}, Value: allowed[0], Usage: strings.Join(allowed, " or "),
+		Action: func(_ *cli.Context, v string) error {
+			if !slices.Contains(allowed, v) {
+				return usageError{fmt.Errorf("--output %q: this command writes %s", v, strings.Join(allowed, " or "))}
+			}
+			return nil
+		},
+	}
+}
+
+// unknownCommand is the first word of args that should name a command
+// but does not ("" when all is well).
+func unknownCommand(app *cli.App, args []string) string {
+	cmds, flags := app.Commands, app.Flags
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") {
+			if takesValue(flags, a) {
+				i++
+			}
+			continue
+		}
+		c := findCommand(cmds, a)
+		if c == nil {
+			if len(cmds) > 0 && a != "help" && a != "h" {
+				return a
+			}
+			return ""
+		}
+		if len(c.Subcommands) == 0 {
+			return ""
+		}
+		cmds, flags = c.Subcommands, c.Flags
+	}
+	return ""
 }
 
 func buildVersion() string {

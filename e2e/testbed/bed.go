@@ -49,6 +49,7 @@ type Bed struct {
 
 	opts  Options
 	dir   string
+	ca    *ca
 	mu    sync.Mutex // guards nodes: VMs start in parallel
 	nodes map[string]*Node
 }
@@ -105,6 +106,9 @@ func New(ctx context.Context, o Options) (*Bed, error) {
 		return fail(err)
 	}
 	if err := b.makeKey(); err != nil {
+		return fail(err)
+	}
+	if b.ca, err = newCA(); err != nil {
 		return fail(err)
 	}
 	return b, nil
@@ -208,6 +212,11 @@ func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*N
 		return nil, err
 	}
 	if _, err := b.Exec(ctx, name, "sh", "-c", install); err != nil {
+		return nil, err
+	}
+	// The bed's CA is one the node trusts, as a real machine trusts the
+	// public CAs of get.k3s.io and GitHub.
+	if _, err := b.Docker.Input(ctx, strings.NewReader(string(b.ca.pem)), "exec", "-i", cname, "sh", "-c", "cat >> /etc/ssl/certs/ca-certificates.crt"); err != nil {
 		return nil, err
 	}
 	hk, err := b.Exec(ctx, name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub")

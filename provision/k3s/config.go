@@ -9,7 +9,9 @@ package k3s
 
 import (
 	"fmt"
+	"net"
 	"path"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -80,7 +82,7 @@ func NodeConfig(s *profiles.Spec, n profiles.Node, join *profiles.Node) Config {
 
 // ServerURL is how other nodes reach server n.
 func ServerURL(n profiles.Node) string {
-	return fmt.Sprintf("https://%s:%d", n.Address, SupervisorPort)
+	return "https://" + net.JoinHostPort(n.Address, strconv.Itoa(SupervisorPort))
 }
 
 // tlsSANs are every server's address plus the profile's DNS names that

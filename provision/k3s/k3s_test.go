@@ -292,3 +292,39 @@ func TestDriftNamesVersionAndConfigKeysButNotTheJoinTarget(t *testing.T) {
 		t.Error("unexpected output accepted")
 	}
 }
+
+// A dangling symlink where the token lives is refused (it used to make
+// the create recurse until the stack overflowed), and two runs racing
+// keep one token.
+func TestClusterTokenRefusesSymlinksAndOneTokenWinsARace(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "p"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "p", "cluster-token")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ClusterToken(dir, "p", nil, os.LookupEnv); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Fatalf("dangling symlink: %v", err)
+	}
+	tokens := make(chan string, 8)
+	for range 8 {
+		go func() {
+			tok, _, err := ClusterToken(dir, "q", nil, os.LookupEnv)
+			if err != nil {
+				t.Error(err)
+			}
+			tokens <- tok.Reveal()
+		}()
+	}
+	first := <-tokens
+	for range 7 {
+		if got := <-tokens; got != first {
+			t.Fatalf("two tokens: %q and %q", first, got)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "q"))
+	if len(entries) != 1 {
+		t.Errorf("state holds %d files (temporary files left?)", len(entries))
+	}
+}

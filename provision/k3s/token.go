@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/state"
 )
 
 // StateDir is where labctl keeps per-profile state: $XDG_STATE_HOME/labctl
@@ -31,11 +32,7 @@ func ExistingToken(dir, profile string, ref *profiles.SecretRef, lookup func(str
 		tok, _, err = ClusterToken(dir, profile, ref, lookup)
 		return tok, err == nil, err
 	}
-	if _, err := os.Lstat(filepath.Join(dir, profile, "cluster-token")); errors.Is(err, os.ErrNotExist) {
-		return tok, false, nil
-	}
-	tok, _, err = ClusterToken(dir, profile, nil, lookup)
-	return tok, err == nil, err
+	return readToken(filepath.Join(dir, profile, "cluster-token"))
 }
 
 // ClusterToken returns the profile's cluster token: the one its tokenRef
@@ -50,46 +47,53 @@ func ClusterToken(dir, profile string, ref *profiles.SecretRef, lookup func(stri
 		return tok, false, nil
 	}
 	p := filepath.Join(dir, profile, "cluster-token")
-	b, err := os.ReadFile(p)
-	switch {
-	case err == nil:
-		st, serr := os.Stat(p)
-		if serr != nil {
-			return tok, false, serr
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return tok, false, fmt.Errorf("cluster token %s is readable by others (mode %v): chmod 600 it", p, st.Mode().Perm())
-		}
-		if len(b) == 0 {
-			return tok, false, fmt.Errorf("cluster token %s is empty", p)
-		}
-		return profiles.NewSecret(string(b)), false, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return tok, false, fmt.Errorf("read cluster token: %w", err)
+	if tok, ok, err := readToken(p); ok || err != nil {
+		return tok, false, err
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return tok, false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return tok, false, err
-	}
-	// O_EXCL: two labctl runs racing must not end up with two tokens.
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return ClusterToken(dir, profile, nil, lookup)
-	}
+	v := hex.EncodeToString(raw)
+	// Written whole or not at all, and of two labctl runs racing, one
+	// token wins; the other run reads it.
+	created, err = state.CreateExclusive(p, []byte(v))
 	if err != nil {
 		return tok, false, fmt.Errorf("create cluster token: %w", err)
 	}
-	v := hex.EncodeToString(raw)
-	if _, err := f.WriteString(v); err != nil {
-		_ = f.Close()
-		_ = os.Remove(p)
-		return tok, false, err
-	}
-	if err := f.Close(); err != nil {
-		return tok, false, err
+	if !created {
+		theirs, ok, err := readToken(p)
+		if !ok && err == nil {
+			err = fmt.Errorf("cluster token %s appeared and vanished again", p)
+		}
+		return theirs, false, err
 	}
 	return profiles.NewSecret(v), true, nil
+}
+
+// readToken reads a kept token; ok is false when there is none. A
+// symbolic link there (dangling or not) is refused, never followed.
+func readToken(p string) (profiles.Secret, bool, error) {
+	var tok profiles.Secret
+	if err := state.CheckRegular(p); err != nil {
+		return tok, false, fmt.Errorf("cluster token: %w (or point spec.k3s.tokenRef at the token)", err)
+	}
+	b, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return tok, false, nil
+	case err != nil:
+		return tok, false, fmt.Errorf("read cluster token: %w", err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return tok, false, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return tok, false, fmt.Errorf("cluster token %s is readable by others (mode %v): chmod 600 it", p, st.Mode().Perm())
+	}
+	if len(b) == 0 {
+		return tok, false, fmt.Errorf("cluster token %s is empty", p)
+	}
+	return profiles.NewSecret(string(b)), true, nil
 }

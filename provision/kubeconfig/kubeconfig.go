@@ -109,8 +109,67 @@ func Has(path, name string) (bool, error) {
 	return ok, nil
 }
 
-// write replaces path atomically with data, mode 0600.
+// target is the file a kubeconfig path names: a symbolic link's target
+// (kubectl writes through the link, so a linked ~/.kube/config stays a
+// link), else path itself.
+func target(path string) (string, error) {
+	for i := 0; i < 40; i++ {
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return path, nil
+		}
+		link, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(path), link)
+		}
+		path = link
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
+}
+
+// CheckWritable reports, before anything else changes, whether the
+// kubeconfig at path can be written: the file (or its link's target), or
+// the nearest directory above it that exists.
+func CheckWritable(path string) error {
+	p, err := target(path)
+	if err != nil {
+		return err
+	}
+	if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+		return f.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("kubeconfig %s is not writable: %w", path, err)
+	}
+	dir := filepath.Dir(p)
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	f, err := os.CreateTemp(dir, ".labctl-write-check-*")
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s cannot be written (directory %s): %w", path, dir, err)
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+// write replaces path (through a symbolic link, its target) atomically
+// with data, mode 0600.
 func write(path string, data []byte) error {
+	path, err := target(path)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -167,11 +226,16 @@ func merged(path string, add *api.Config, switchContext bool) (data, old []byte,
 	return data, old, err
 }
 
-// DefaultPath is the first file of $KUBECONFIG, else ~/.kube/config.
-func DefaultPath() string {
+// DefaultPath is the first file of $KUBECONFIG, else ~/.kube/config;
+// without either (HOME unset) there is none: labctl never writes a
+// kubeconfig into the working directory by accident.
+func DefaultPath() (string, error) {
 	if env := os.Getenv("KUBECONFIG"); env != "" {
-		return filepath.SplitList(env)[0]
+		return filepath.SplitList(env)[0], nil
 	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".kube", "config")
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "", fmt.Errorf("no kubeconfig: $HOME and $KUBECONFIG are unset; pass --kubeconfig FILE")
+	}
+	return filepath.Join(home, ".kube", "config"), nil
 }

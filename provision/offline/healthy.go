@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"path/filepath"
 
 	"github.com/labctl/labctl/facts"
@@ -86,7 +87,7 @@ func (h Healthy) ObserveEtcd(_ context.Context, via profiles.Node) (facts.Etcd, 
 	e := facts.Etcd{Via: via.Name, ClusterID: "assumed"}
 	for i, s := range h.Spec.Servers() {
 		m := facts.Member{ID: fmt.Sprintf("%x", i+1), Name: memberName(s.Name), PeerURLs: []string{facts.PeerURL(s.Address)},
-			ClientURLs: []string{"https://" + s.Address + ":2379"}, Healthy: s.Name != h.Down}
+			ClientURLs: []string{"https://" + net.JoinHostPort(s.Address, "2379")}, Healthy: s.Name != h.Down}
 		if !m.Healthy {
 			m.Err = "assumed down"
 		} else if e.Leader == "" {

@@ -196,7 +196,15 @@ func handshake(ctx context.Context, dial func(context.Context, string) (net.Conn
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	// The SSH handshake takes no context: a cancellation (Ctrl-C) ends it
+	// by closing the connection, instead of waiting for the timeout.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, sc)
+	stop()
+	if err != nil && ctx.Err() != nil {
+		_ = conn.Close()
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		_ = conn.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {

@@ -24,9 +24,11 @@ type Redactor struct {
 	values []string
 }
 
-// Add registers a secret to hide.
+// Add registers a secret to hide, whatever its length: a three-letter
+// sudo password is a secret too (the cost is that its letters are hidden
+// wherever they appear).
 func (r *Redactor) Add(s profiles.Secret) {
-	if v := s.Reveal(); len(v) >= 4 {
+	if v := s.Reveal(); v != "" {
 		r.mu.Lock()
 		r.values = append(r.values, v)
 		r.mu.Unlock()
