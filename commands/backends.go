@@ -35,8 +35,10 @@ type wiring struct {
 	// ReplaceHostKeys names nodes whose reinstalled machines' new host
 	// keys replace their known_hosts lines.
 	ReplaceHostKeys []string
-	// Down is the node a rebuild plan assumes dead (offline).
-	Down string
+	// Down is the node a rebuild plan assumes dead (offline); Upgrade
+	// plans an upgrade offline (the nodes' version then unknown).
+	Down    string
+	Upgrade bool
 	// HostsOnly leaves the VMs' provider out: the command works on the
 	// machines over SSH only (preflight, kubeconfig).
 	HostsOnly bool
@@ -54,6 +56,7 @@ type wired struct {
 	pool       *remote.Pool
 	vms        *proxmox.Backend
 	k3s        *nodes.K3s
+	state      state.Dir
 }
 
 // Close ends the SSH connections.
@@ -89,16 +92,17 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		}
 	}
 	journal := state.Dir{Root: stateDir, Profile: l.Metadata.Name}
+	w.state = journal
 	if o.Offline {
 		switch {
 		case s.K3d != nil:
-			w.K3d, w.Journal = offline.K3d{Spec: s.K3d, Down: o.Down}, offline.Healthy{StateDir: journal.Path()}
-		case o.Down != "":
-			h := offline.Healthy{Spec: s, Down: o.Down, StateDir: journal.Path()}
+			w.K3d, w.Local = offline.K3d{Spec: s.K3d, Down: o.Down}, offline.Healthy{StateDir: journal.Path()}
+		case o.Down != "" || o.Upgrade:
+			h := offline.Healthy{Spec: s, Down: o.Down, StateDir: journal.Path(), Unobserved: o.Upgrade}
 			if s.Proxmox != nil {
 				w.VMs = h
 			}
-			w.Hosts, w.K3s, w.Ops, w.Journal = offline.Hosts{DataPath: dataPath}, h, h, h
+			w.Hosts, w.K3s, w.Ops, w.Local = offline.Hosts{DataPath: dataPath}, h, h, h
 		default:
 			if s.Proxmox != nil {
 				w.VMs = offline.VMs{}
@@ -111,7 +115,7 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		return w, nil
 	}
 	if s.K3d != nil {
-		w.K3d, w.Journal = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}, journal
+		w.K3d, w.Local = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}, journal
 	} else {
 		if s.Proxmox != nil && !o.HostsOnly {
 			vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
@@ -126,7 +130,7 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		tok := &nodes.Token{Dir: stateDir, Profile: l.Metadata.Name, Ref: s.K3s.TokenRef, Lookup: os.LookupEnv, Redact: w.pool.Redact,
 			Created: func() { fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, stateDir) }}
 		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig}
-		w.Hosts, w.K3s, w.Ops, w.Journal = hosts, w.k3s, w.k3s, journal
+		w.Hosts, w.K3s, w.Ops, w.Local = hosts, w.k3s, w.k3s, journal
 	}
 	switch {
 	case o.Flux && o.OfflineFlux:

@@ -232,6 +232,9 @@ type PlanOptions struct {
 	// Rebuild plans the rebuild of that node instead of the create flow;
 	// without Observe the other nodes are assumed healthy and it dead.
 	Rebuild string
+	// Upgrade plans the upgrade instead; without Observe every node is
+	// assumed healthy, its version unknown.
+	Upgrade bool
 }
 
 // Plan prints the full create flow for a profile: every step in order,
@@ -242,7 +245,7 @@ func Plan(ctx context.Context, e Env, a ProfileArg, o PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	w, err := e.backends(l, wiring{Offline: !o.Observe, Flux: o.Rebuild == "", OfflineFlux: true, Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, Proxmox: o.Proxmox, Down: o.Rebuild})
+	w, err := e.backends(l, wiring{Offline: !o.Observe, Flux: o.Rebuild == "" && !o.Upgrade, OfflineFlux: true, Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, Proxmox: o.Proxmox, Down: o.Rebuild, Upgrade: o.Upgrade})
 	if err != nil {
 		return err
 	}
@@ -254,13 +257,21 @@ func Plan(ctx context.Context, e Env, a ProfileArg, o PlanOptions) error {
 		footer = observedFooter(l, w)
 	}
 	var p *plan.Plan
-	if o.Rebuild != "" {
+	switch {
+	case o.Rebuild != "" && o.Upgrade:
+		return fmt.Errorf("plan one thing at a time: --rebuild or --upgrade")
+	case o.Upgrade:
+		if !o.Observe {
+			footer = "State not observed: the plan assumes every node healthy, its K3s version unknown."
+		}
+		p, err = flow.Upgrade(&l.Profile, w.Backends, opts)
+	case o.Rebuild != "":
 		if !o.Observe {
 			footer = fmt.Sprintf("State not observed: the plan assumes %s is dead and every other node healthy.", o.Rebuild)
 		}
 		opts.Confirmed = true
 		p, err = flow.Rebuild(&l.Profile, o.Rebuild, w.Backends, opts)
-	} else {
+	default:
 		p, err = flow.Create(&l.Profile, w.Backends, opts)
 	}
 	if err != nil {

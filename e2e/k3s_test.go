@@ -239,7 +239,7 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 		}
 		out.Reset()
 		err = commands.Create(ctx, commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText}, commands.ProfileArg{File: v.file}, commands.CreateOptions{NoFlux: true, StateDir: state, Kubeconfig: kc})
-		if !errors.As(err, &d) || len(d.Nodes) != 3 || !strings.Contains(err.Error(), "node-2: "+v.line) || !strings.Contains(err.Error(), "labctl upgrade) are not supported yet") {
+		if !errors.As(err, &d) || len(d.Nodes) != 3 || !strings.Contains(err.Error(), "node-2: "+v.line) || !strings.Contains(err.Error(), "roll the change out one node at a time with labctl upgrade") {
 			t.Errorf("create with a changed %s: %v\n%s", v.name, err, out.String())
 		}
 		if strings.Contains(out.String(), "already done") && strings.Contains(out.String(), "Join K3s server: already done") {

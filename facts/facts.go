@@ -281,8 +281,10 @@ type KubeNode struct {
 	// Why is the Ready condition's reason and message when not Ready.
 	Why   string   `json:"why,omitempty"`
 	Roles []string `json:"roles,omitempty"`
-	// Unschedulable: cordoned.
-	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Unschedulable: cordoned; CordonedBy names the labctl operation that
+	// cordoned it (its annotation), empty when labctl did not.
+	Unschedulable bool   `json:"unschedulable,omitempty"`
+	CordonedBy    string `json:"cordonedBy,omitempty"`
 	// EtcdMember is K3s's etcd.k3s.cattle.io/node-name annotation: the
 	// etcd member this Node's server runs.
 	EtcdMember string `json:"etcdMember,omitempty"`
@@ -308,6 +310,8 @@ type Snapshot struct {
 	Node string `json:"node,omitempty"`
 	Path string `json:"path,omitempty"`
 	Size int64  `json:"size,omitempty"`
+	// Taken is when the file was written.
+	Taken time.Time `json:"taken,omitempty"`
 }
 
 // Kubeconfig is the profile's context in the operator's kubeconfig.
@@ -395,6 +399,20 @@ type Rebuild struct {
 	MachineReplaced bool `json:"machineReplaced,omitempty"`
 }
 
+// Restore is the journal of an etcd restore in progress.
+type Restore struct {
+	// Snapshot is what is restored: a local file, or a file on Server.
+	Snapshot Snapshot  `json:"snapshot"`
+	Started  time.Time `json:"started"`
+	// Server is the server the snapshot is restored on; the others
+	// rejoin it.
+	Server string `json:"server"`
+	// Reset: the cluster-reset on Server is done; Rejoined lists the
+	// servers back in since.
+	Reset    bool     `json:"reset,omitempty"`
+	Rejoined []string `json:"rejoined,omitempty"`
+}
+
 // Cluster is one run's observations, shared by the steps of a plan: a
 // step's Check records what it observed, later steps read it. Safe for
 // concurrent use.
@@ -404,6 +422,24 @@ type Cluster struct {
 	etcd  *Etcd
 	kube  map[string]KubeNode
 	rb    *Rebuild
+	rs    *Restore
+}
+
+// SetRestore records the restore journal.
+func (c *Cluster) SetRestore(r *Restore) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rs = r
+}
+
+// Restore returns a copy of the restore journal, if there is one.
+func (c *Cluster) Restore() (Restore, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rs == nil {
+		return Restore{}, false
+	}
+	return *c.rs, true
 }
 
 // SetRebuild records the rebuild journal (nil: none).

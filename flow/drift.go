@@ -26,7 +26,7 @@ func (e *DriftError) Error() string {
 	for _, n := range e.Nodes {
 		fmt.Fprintf(&b, "\n  %s: %s", n.Node, driftLine(n.Changes))
 	}
-	b.WriteString("\nnothing was changed: create does not change a running K3s, and rolling upgrades and config changes (labctl upgrade) are not supported yet; revert the profile to what runs, or change the nodes yourself")
+	b.WriteString("\nnothing was changed: create does not change a running K3s; roll the change out one node at a time with labctl upgrade (plan it first: labctl plan --upgrade), or revert the profile to what runs")
 	return b.String()
 }
 
@@ -36,7 +36,11 @@ func driftLine(cs []facts.Change) string {
 	parts := make([]string, len(cs))
 	for i, c := range cs {
 		if c.Key == "k3s version" {
-			parts[i] = fmt.Sprintf("k3s %s installed, profile wants %s", c.Have, c.Want)
+			if c.Have == "" {
+				parts[i] = fmt.Sprintf("k3s version not observed, profile wants %s", c.Want)
+			} else {
+				parts[i] = fmt.Sprintf("k3s %s installed, profile wants %s", c.Have, c.Want)
+			}
 			continue
 		}
 		parts[i] = "config.yaml " + c.String()

@@ -75,6 +75,16 @@ type K3s interface {
 	Install(ctx context.Context, n profiles.Node) error
 	WaitMember(ctx context.Context, n profiles.Node) error
 	Uninstall(ctx context.Context, n profiles.Node) error
+	// Restart restarts the node's k3s (or k3s-agent) service and returns
+	// once it runs again; Stop and Start stop and start it.
+	Restart(ctx context.Context, n profiles.Node) error
+	Stop(ctx context.Context, n profiles.Node) error
+	Start(ctx context.Context, n profiles.Node) error
+	// ClusterReset resets etcd's membership to server n, from a snapshot
+	// file on it when restorePath is set (K3s's --cluster-reset).
+	ClusterReset(ctx context.Context, n profiles.Node, restorePath string) error
+	// MoveServerDB moves a server's etcd data aside, so it joins afresh.
+	MoveServerDB(ctx context.Context, n profiles.Node) error
 	Kubeconfig
 }
 
@@ -118,37 +128,49 @@ type ClusterOps interface {
 	// stays there until FetchSnapshot copies it to local.
 	SaveSnapshot(ctx context.Context, on profiles.Node, name string) (facts.Snapshot, error)
 	FetchSnapshot(ctx context.Context, on profiles.Node, snap facts.Snapshot, local string) error
+	UploadSnapshot(ctx context.Context, on profiles.Node, local string) (facts.Snapshot, error)
+	ListSnapshots(ctx context.Context, on profiles.Node) ([]facts.Snapshot, error)
+	DeleteSnapshot(ctx context.Context, on profiles.Node, name string) error
 	DeleteNode(ctx context.Context, via profiles.Node, name string) error
 	HasNodePassword(ctx context.Context, via profiles.Node, name string) (bool, error)
 	DeleteNodePassword(ctx context.Context, via profiles.Node, name string) error
 	// RemoveMember removes an etcd member through etcd's API on via.
 	RemoveMember(ctx context.Context, via profiles.Node, m facts.Member) error
+	// Cordon marks the Node unschedulable, noting that labctl did;
+	// Uncordon undoes only a cordon labctl made.
 	Cordon(ctx context.Context, via profiles.Node, name string) error
+	Uncordon(ctx context.Context, via profiles.Node, name string) error
 	// Drain evicts the Node's pods, PodDisruptionBudgets respected.
 	Drain(ctx context.Context, via profiles.Node, name string) error
 }
 
-// Journal is the local record of a repair in progress (provision/state),
-// so an interrupted one continues where it stopped.
-type Journal interface {
+// LocalState is labctl's own state of the profile (provision/state):
+// the journals of repairs in progress, so an interrupted one continues
+// where it stopped, and the snapshots it keeps.
+type LocalState interface {
 	Rebuild(node string) (facts.Rebuild, bool, error)
 	SaveRebuild(r facts.Rebuild) error
 	ForgetRebuild(node string) error
-	// SnapshotPath is where a snapshot of that name is kept locally.
+	Restore() (facts.Restore, bool, error)
+	SaveRestore(r facts.Restore) error
+	ForgetRestore() error
+	// SnapshotPath is where a snapshot of that name is kept locally;
+	// RecordSnapshot notes why it was taken and where its token is.
 	SnapshotPath(name string) string
+	RecordSnapshot(s facts.Snapshot, reason, token string, taken time.Time) error
 }
 
 // Backends are the providers of a run: the real ones, or offline ones
 // that answer as fresh (or healthy) machines would, for `labctl plan`.
 // Which flow needs which is checked when it is built.
 type Backends struct {
-	VMs     VMs
-	Hosts   Hosts
-	K3s     K3s
-	Ops     ClusterOps
-	Journal Journal
-	K3d     K3d
-	Flux    Flux
+	VMs   VMs
+	Hosts Hosts
+	K3s   K3s
+	Ops   ClusterOps
+	Local LocalState
+	K3d   K3d
+	Flux  Flux
 }
 
 // Options shape a flow.

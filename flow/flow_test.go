@@ -109,6 +109,15 @@ func (w *world) WriteConfig(_ context.Context, n profiles.Node, join *profiles.N
 }
 func (w *world) Install(_ context.Context, n profiles.Node) error { return w.log("Install %s", n.Name) }
 func (w *world) WaitMember(context.Context, profiles.Node) error  { return w.wait() }
+func (w *world) Restart(_ context.Context, n profiles.Node) error { return w.log("Restart %s", n.Name) }
+func (w *world) Stop(_ context.Context, n profiles.Node) error    { return w.log("Stop %s", n.Name) }
+func (w *world) Start(_ context.Context, n profiles.Node) error   { return w.log("Start %s", n.Name) }
+func (w *world) ClusterReset(_ context.Context, n profiles.Node, p string) error {
+	return w.log("ClusterReset %s %s", n.Name, p)
+}
+func (w *world) MoveServerDB(_ context.Context, n profiles.Node) error {
+	return w.log("MoveServerDB %s", n.Name)
+}
 func (w *world) Uninstall(_ context.Context, n profiles.Node) error {
 	return w.log("Uninstall %s", n.Name)
 }
@@ -288,7 +297,7 @@ func TestCreateStopsOnDriftNamingEveryNodeAndChangesNothing(t *testing.T) {
 		"K3s differs from the profile on 3 nodes:",
 		"kube-srv-2: k3s v1.33.4+k3s1 installed, profile wants v1.33.5+k3s1; config.yaml tls-san",
 		"api.ronaldlokers.nl]",
-		"labctl upgrade) are not supported yet",
+		"roll the change out one node at a time with labctl upgrade",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

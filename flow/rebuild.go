@@ -44,7 +44,7 @@ func Rebuild(p *profiles.Profile, name string, b Backends, o Options) (*plan.Pla
 	if err := f.need(s.Proxmox != nil, true, true, false, false); err != nil {
 		return nil, err
 	}
-	if b.Ops == nil || b.Journal == nil {
+	if b.Ops == nil || b.Local == nil {
 		return nil, fmt.Errorf("%w for the cluster's etcd and API, or the local journal", ErrNoBackend)
 	}
 	r := &rebuild{builder: f, t: t}
@@ -122,7 +122,7 @@ func (r *rebuild) record(x *plan.Exec, fn func(j *facts.Rebuild)) error {
 	if x.DryRun() {
 		return nil
 	}
-	return r.b.Journal.SaveRebuild(j)
+	return r.b.Local.SaveRebuild(j)
 }
 
 // healthy: the target's etcd member answers and its Node is Ready, as
@@ -169,7 +169,7 @@ func (r *rebuild) observe() string {
 	r.plan.Add(plan.Step{
 		ID: id, Title: "Observe the cluster through the healthy servers",
 		Check: func(ctx context.Context, log func(string)) (plan.Verdict, error) {
-			j, inProgress, err := r.b.Journal.Rebuild(r.t.Name)
+			j, inProgress, err := r.b.Local.Rebuild(r.t.Name)
 			if err != nil {
 				return plan.Verdict{}, err
 			}
@@ -287,28 +287,11 @@ func (r *rebuild) snapshot(after string) string {
 			if err != nil {
 				return err
 			}
-			name := fmt.Sprintf("labctl-pre-rebuild-%s-%s", r.t.Name, r.o.Now().UTC().Format("20060102-150405"))
-			var snap facts.Snapshot
-			if err := x.Wet(fmt.Sprintf("save etcd snapshot %s on %s (k3s etcd-snapshot save)", name, via.Name), func(ctx context.Context) error {
-				var err error
-				snap, err = r.b.Ops.SaveSnapshot(ctx, via, name)
-				return err
-			}); err != nil {
+			snap, err := r.saveSnapshot(x, via, "labctl-pre-rebuild-"+r.t.Name, "before the rebuild of "+r.t.Name)
+			if err != nil {
 				return err
 			}
-			if snap.Name == "" {
-				snap.Name = name // a dry run: K3s appends the node and the time
-			}
-			local := r.b.Journal.SnapshotPath(snap.Name)
-			if err := x.Wet(fmt.Sprintf("copy it into local state: %s (0600)", local), func(ctx context.Context) error {
-				return r.b.Ops.FetchSnapshot(ctx, via, snap, local)
-			}); err != nil {
-				return err
-			}
-			x.Log("snapshot kept at " + local)
-			return r.record(x, func(j *facts.Rebuild) {
-				j.Snapshot = &facts.Snapshot{Name: snap.Name, Node: via.Name, Path: local, Size: snap.Size}
-			})
+			return r.record(x, func(j *facts.Rebuild) { j.Snapshot = &snap })
 		},
 	})
 	return id
@@ -570,7 +553,7 @@ func (r *rebuild) finish(after string) {
 			if j.Snapshot != nil {
 				what += fmt.Sprintf(" (the snapshot stays: %s)", j.Snapshot.Path)
 			}
-			return x.Wet(what, func(context.Context) error { return r.b.Journal.ForgetRebuild(r.t.Name) })
+			return x.Wet(what, func(context.Context) error { return r.b.Local.ForgetRebuild(r.t.Name) })
 		},
 	})
 }

@@ -38,7 +38,7 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 	if err := f.need(false, false, false, true, false); err != nil {
 		return nil, err
 	}
-	if b.Journal == nil {
+	if b.Local == nil {
 		return nil, fmt.Errorf("%w for the local journal", ErrNoBackend)
 	}
 	host := dockerHostLabel(k)
@@ -51,7 +51,7 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 				return plan.Verdict{}, err
 			}
 			nodes = ns
-			j, inProgress, err := b.Journal.Rebuild(node)
+			j, inProgress, err := b.Local.Rebuild(node)
 			if err != nil {
 				return plan.Verdict{}, err
 			}
@@ -91,7 +91,7 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 				if j.Started.IsZero() {
 					j.Started = f.o.Now()
 				}
-				return b.Journal.SaveRebuild(j)
+				return b.Local.SaveRebuild(j)
 			}
 			resumed := j.MachineReplaced
 			if !resumed {
@@ -124,7 +124,7 @@ func rebuildK3d(p *profiles.Profile, name string, b Backends, o Options) (*plan.
 		ID: "rebuild-done", Title: "Close the rebuild", After: []string{"k3d-replace/" + node},
 		Check: func(context.Context, func(string)) (plan.Verdict, error) { return plan.ToDo("%s is back", node), nil },
 		Run: func(ctx context.Context, x *plan.Exec) error {
-			return x.Wet("forget the rebuild journal of "+node, func(context.Context) error { return b.Journal.ForgetRebuild(node) })
+			return x.Wet("forget the rebuild journal of "+node, func(context.Context) error { return b.Local.ForgetRebuild(node) })
 		},
 	})
 	return f.plan, nil

@@ -26,6 +26,18 @@ type cluster struct {
 	failDestroy bool
 	// keepMember makes K3s leave the member behind on Node deletion.
 	keepMember bool
+	// rendered: after WriteConfig, a node's config is the profile's.
+	rendered bool
+	// unreachable nodes do not answer SSH.
+	unreachable map[string]bool
+	restore     *facts.Restore
+}
+
+func (c *cluster) facts() (facts.Restore, bool) {
+	if c.restore == nil {
+		return facts.Restore{}, false
+	}
+	return *c.restore, true
 }
 
 func newCluster(t *testing.T, down ...string) (*cluster, *profiles.Loaded) {
@@ -72,6 +84,14 @@ func (c *cluster) ObservePrerequisites(_ context.Context, n profiles.Node) (fact
 	return facts.Prerequisites{}, nil
 }
 func (c *cluster) ObserveK3s(_ context.Context, n profiles.Node) (facts.K3s, error) {
+	if c.unreachable[n.Name] {
+		return facts.K3s{}, errors.New(n.Name + ": connect: no route to host")
+	}
+	if c.rendered && c.did("Restart "+n.Name) {
+		k := c.k3s[n.Name]
+		k.Config = k3s.NodeConfig(c.spec, n, nil).Render()
+		return k, nil
+	}
 	if c.did("Install " + n.Name) {
 		return facts.K3s{Installed: true, Unit: "k3s", Active: true, HasData: true, TokenMatches: true, Version: c.spec.K3s.Version, Config: k3s.NodeConfig(c.spec, n, nil).Render(), Member: n.Name + "-new"}, nil
 	}
@@ -127,17 +147,35 @@ func (c *cluster) Cordon(_ context.Context, _ profiles.Node, n string) error {
 func (c *cluster) Drain(_ context.Context, _ profiles.Node, n string) error {
 	return c.log("Drain %s", n)
 }
+func (c *cluster) Uncordon(_ context.Context, _ profiles.Node, n string) error {
+	return c.log("Uncordon %s", n)
+}
+func (c *cluster) UploadSnapshot(_ context.Context, on profiles.Node, local string) (facts.Snapshot, error) {
+	return facts.Snapshot{Name: local, Node: on.Name, Path: "/srv/" + local}, c.log("UploadSnapshot %s to %s", local, on.Name)
+}
+func (c *cluster) ListSnapshots(context.Context, profiles.Node) ([]facts.Snapshot, error) {
+	return nil, nil
+}
+func (c *cluster) DeleteSnapshot(_ context.Context, on profiles.Node, name string) error {
+	return c.log("DeleteSnapshot %s on %s", name, on.Name)
+}
 func (c *cluster) Rebuild(string) (facts.Rebuild, bool, error) {
 	if c.journal == nil {
 		return facts.Rebuild{}, false, nil
 	}
 	return *c.journal, true, nil
 }
-func (c *cluster) SaveRebuild(r facts.Rebuild) error { c.journal = &r; return nil }
-func (c *cluster) ForgetRebuild(string) error        { c.journal = nil; return c.log("ForgetRebuild") }
-func (c *cluster) SnapshotPath(name string) string   { return "/state/snapshots/" + name }
+func (c *cluster) SaveRebuild(r facts.Rebuild) error     { c.journal = &r; return nil }
+func (c *cluster) ForgetRebuild(string) error            { c.journal = nil; return c.log("ForgetRebuild") }
+func (c *cluster) SnapshotPath(name string) string       { return "/state/snapshots/" + name }
+func (c *cluster) Restore() (facts.Restore, bool, error) { return facts.Restore{}, false, nil }
+func (c *cluster) SaveRestore(facts.Restore) error       { return nil }
+func (c *cluster) ForgetRestore() error                  { return nil }
+func (c *cluster) RecordSnapshot(s facts.Snapshot, reason, token string, _ time.Time) error {
+	return nil
+}
 func (c *cluster) backends() Backends {
-	return Backends{VMs: c, Hosts: c, K3s: c, Ops: c, Journal: c}
+	return Backends{VMs: c, Hosts: c, K3s: c, Ops: c, Local: c}
 }
 
 func runRebuild(t *testing.T, c *cluster, l *profiles.Loaded, node string, o Options) (*plan.Report, error) {
@@ -269,7 +307,7 @@ func TestRebuildOfAK3dAgentReplacesItOnceAndRefusesTheServer(t *testing.T) {
 	l := load(t, "staging")
 	w := &world{spec: &l.Spec, calls: []string{"StopAgent"}}
 	c := &cluster{world: w}
-	b := Backends{K3d: k3dWorld{w}, Journal: c}
+	b := Backends{K3d: k3dWorld{w}, Local: c}
 	p, err := Rebuild(&l.Profile, "agent-1", b, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -482,3 +482,40 @@ func (f *builder) removeContext(after []string, kc Kubeconfig) string {
 	})
 	return "kubeconfig-remove"
 }
+
+// saveSnapshot saves an etcd snapshot on server on, named name and the
+// time (K3s appends the node and the time again to the file), copies it
+// into local state (0600) with a note of why and where its cluster token
+// is, and returns the local copy. No snapshot, no change after it: its
+// failure stops the flow.
+func (f *builder) saveSnapshot(x *plan.Exec, on profiles.Node, name, reason string) (facts.Snapshot, error) {
+	taken := f.o.Now()
+	name = fmt.Sprintf("%s-%s", name, taken.UTC().Format("20060102-150405"))
+	var snap facts.Snapshot
+	if err := x.Wet(fmt.Sprintf("save etcd snapshot %s on %s (k3s etcd-snapshot save)", name, on.Name), func(ctx context.Context) error {
+		var err error
+		snap, err = f.b.Ops.SaveSnapshot(ctx, on, name)
+		return err
+	}); err != nil {
+		return snap, err
+	}
+	if snap.Name == "" {
+		snap.Name = name // a dry run: K3s appends the node and the time
+	}
+	local := f.b.Local.SnapshotPath(snap.Name)
+	kept := facts.Snapshot{Name: snap.Name, Node: on.Name, Path: local, Size: snap.Size}
+	token := "the cluster token kept in local state beside the snapshots (cluster-token)"
+	if ref := f.s.K3s.TokenRef; ref != nil {
+		token = "spec.k3s.tokenRef (" + ref.String() + ")"
+	}
+	if err := x.Wet(fmt.Sprintf("copy it into local state: %s (0600)", local), func(ctx context.Context) error {
+		if err := f.b.Ops.FetchSnapshot(ctx, on, snap, local); err != nil {
+			return err
+		}
+		return f.b.Local.RecordSnapshot(kept, reason, token, taken)
+	}); err != nil {
+		return snap, err
+	}
+	x.Log("snapshot kept at " + local)
+	return kept, nil
+}

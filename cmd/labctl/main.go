@@ -85,6 +85,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 	textOrJSON := outputFlag(commands.OutputText, commands.OutputJSON)
 	insecureFlag := &cli.BoolFlag{Name: "proxmox-insecure", Usage: "do not verify the Proxmox API's TLS certificate (prefer proxmox.caFile or proxmox.fingerprint)"}
 	fileFlag := &cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the profile from `FILE` instead of by name"}
+	stateDirFlag := &cli.StringFlag{Name: "state-dir", Usage: "labctl's local state under `DIR` (default ~/.local/state/labctl)"}
 	env := func(c *cli.Context) commands.Env {
 		return commands.Env{
 			Stdout: stdout, Stderr: stderr, Now: now,
@@ -177,13 +178,14 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					&cli.BoolFlag{Name: "observe", Usage: "read what exists (Proxmox VE, the hosts and K3s over SSH, a k3d cluster; read-only) and plan from it, showing drift"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "with --observe, compare the context in `FILE` (default $KUBECONFIG or ~/.kube/config)"},
 					&cli.StringFlag{Name: "state-dir", Usage: "with --observe, compare the nodes' token with the one under `DIR` (default ~/.local/state/labctl)"},
-					&cli.StringFlag{Name: "rebuild", Usage: "plan the rebuild of `NODE` instead (without --observe: it dead, the others healthy)"}},
+					&cli.StringFlag{Name: "rebuild", Usage: "plan the rebuild of `NODE` instead (without --observe: it dead, the others healthy)"},
+					&cli.BoolFlag{Name: "upgrade", Usage: "plan the upgrade to the profile's K3s version and config.yaml instead"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Rebuild: c.String("rebuild"), Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
+					return commands.Plan(c.Context, env(c), a, commands.PlanOptions{Observe: c.Bool("observe"), Rebuild: c.String("rebuild"), Upgrade: c.Bool("upgrade"), Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{
@@ -254,6 +256,79 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						Node: args[0], Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, ReplaceHostKey: c.Bool("replace-host-key"),
 						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")},
 					})
+				},
+			},
+			{
+				Name:      "upgrade",
+				Usage:     "roll the profile's K3s version and config.yaml out: servers one at a time, then agents; etcd snapshot first",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag, textOrJSON,
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
+					&cli.StringFlag{Name: "state-dir", Usage: "cluster token and snapshots under `DIR` (default ~/.local/state/labctl)"},
+					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "upgrade at most `N` agents at once"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Upgrade(c.Context, env(c), a, commands.UpgradeOptions{Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, StateDir: c.String("state-dir"), Parallel: c.Int("parallel")})
+				},
+			},
+			{
+				Name:  "snapshot",
+				Usage: "etcd snapshots of an SSH-nodes profile: saved on a server and copied into local state",
+				Subcommands: []*cli.Command{
+					{
+						Name: "save", Usage: "save an etcd snapshot on a server and copy it into local state (0600)", ArgsUsage: "NAME | -f FILE",
+						Flags: []cli.Flag{fileFlag, textOrJSON, stateDirFlag, &cli.StringFlag{Name: "reason", Usage: "note `WHY` with the snapshot"}},
+						Action: func(c *cli.Context) error {
+							a, err := oneProfile(c)
+							if err != nil {
+								return err
+							}
+							return commands.SnapshotSave(c.Context, env(c), a, commands.SnapshotOptions{StateDir: c.String("state-dir"), Reason: c.String("reason")})
+						},
+					},
+					{
+						Name: "list", Usage: "list the snapshots kept locally and on the servers", ArgsUsage: "NAME | -f FILE",
+						Flags: []cli.Flag{fileFlag, textOrJSON, stateDirFlag},
+						Action: func(c *cli.Context) error {
+							a, err := oneProfile(c)
+							if err != nil {
+								return err
+							}
+							return commands.SnapshotList(c.Context, env(c), a, commands.SnapshotOptions{StateDir: c.String("state-dir")})
+						},
+					},
+					{
+						Name: "prune", Usage: "keep the newest snapshots labctl took, locally and per server; delete the older ones", ArgsUsage: "NAME | -f FILE",
+						Flags: []cli.Flag{fileFlag, textOrJSON, stateDirFlag, &cli.IntFlag{Name: "keep", Value: 5, Usage: "keep `N` snapshots"}, &cli.BoolFlag{Name: "dry-run", Usage: "print what would be deleted"}},
+						Action: func(c *cli.Context) error {
+							a, err := oneProfile(c)
+							if err != nil {
+								return err
+							}
+							return commands.SnapshotPrune(c.Context, env(c), a, commands.SnapshotOptions{StateDir: c.String("state-dir"), Keep: c.Int("keep"), DryRun: c.Bool("dry-run")})
+						},
+					},
+				},
+			},
+			{
+				Name:      "restore",
+				Usage:     "restore etcd from a snapshot: K3s stopped on every server, the snapshot restored on one, the others rejoined",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag, textOrJSON, stateDirFlag,
+					&cli.StringFlag{Name: "snapshot", Usage: "the snapshot: a local `FILE`, or a name in local state or on a server (labctl snapshot list)"},
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Restore(c.Context, env(c), a, commands.RestoreOptions{Snapshot: c.String("snapshot"), Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir")})
 				},
 			},
 			{

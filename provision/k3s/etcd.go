@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
@@ -227,6 +228,9 @@ const EtcdNodeAnnotation = "etcd.k3s.cattle.io/node-name"
 
 func (o nodeJSON) fact() facts.KubeNode {
 	kn := facts.KubeNode{Name: o.Metadata.Name, Unschedulable: o.Spec.Unschedulable, EtcdMember: o.Metadata.Annotations[EtcdNodeAnnotation]}
+	if o.Spec.Unschedulable && o.Metadata.Annotations["labctl.dev/cordoned"] != "" {
+		kn.CordonedBy = "labctl"
+	}
 	for l := range o.Metadata.Labels {
 		if r, ok := strings.CutPrefix(l, "node-role.kubernetes.io/"); ok {
 			kn.Roles = append(kn.Roles, r)
@@ -324,3 +328,43 @@ func ParseSnapshotSaved(out, name string) (facts.Snapshot, error) {
 	}
 	return s, nil
 }
+
+// ClusterResetScript resets etcd's membership to this server, restoring
+// restorePath (an etcd snapshot on the server) when given, with K3s's own
+// flags; K3s exits when done.
+func ClusterResetScript(restorePath string) string {
+	s := "k3s server --cluster-reset"
+	if restorePath != "" {
+		s += " --cluster-reset-restore-path=" + shq(restorePath)
+	}
+	return s
+}
+
+// MoveServerDBScript moves a server's etcd data aside with the time in
+// its name: K3s's restore asks for it to be backed up and removed on
+// every server that rejoins.
+const MoveServerDBScript = `set -e
+if [ -d ` + DBDir + ` ]; then mv ` + DBDir + ` ` + DBDir + `-before-restore-$(date +%Y%m%d-%H%M%S); fi`
+
+// SnapshotListScript lists a server's snapshot files: name, size and
+// modification time, one per line.
+const SnapshotListScript = `cd ` + SnapshotDir + ` 2>/dev/null || exit 0
+for f in *; do [ -f "$f" ] && echo "$f $(stat -c '%s %Y' "$f")"; done; true`
+
+// ParseSnapshotList reads SnapshotListScript's output.
+func ParseSnapshotList(out string) []facts.Snapshot {
+	var snaps []facts.Snapshot
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] == "*" {
+			continue
+		}
+		size, _ := strconv.ParseInt(f[1], 10, 64)
+		unix, _ := strconv.ParseInt(f[2], 10, 64)
+		snaps = append(snaps, facts.Snapshot{Name: f[0], Path: SnapshotDir + "/" + f[0], Size: size, Taken: time.Unix(unix, 0).UTC()})
+	}
+	return snaps
+}
+
+// ShellQuote quotes a word for /bin/sh.
+func ShellQuote(s string) string { return shq(s) }

@@ -162,3 +162,18 @@ func renderValue(v any) string {
 	}
 	return fmt.Sprint(v)
 }
+
+// Critical are the config.yaml keys K3s requires to be equal on every
+// server: changing them is a new cluster, not an upgrade.
+var Critical = []string{"cluster-cidr", "service-cidr", "disable"}
+
+// JoinOf reads how a node's config.yaml joined the cluster: with
+// cluster-init, or through server (a URL).
+func JoinOf(onDisk []byte) (clusterInit bool, server string) {
+	var m struct {
+		ClusterInit bool   `yaml:"cluster-init"`
+		Server      string `yaml:"server"`
+	}
+	_ = yaml.Unmarshal(onDisk, &m)
+	return m.ClusterInit, m.Server
+}

@@ -60,6 +60,9 @@ func PasswordSecret(node string) string { return node + ".node-password.k3s" }
 
 func nodeFact(n *corev1.Node) facts.KubeNode {
 	kn := facts.KubeNode{Name: n.Name, Unschedulable: n.Spec.Unschedulable, EtcdMember: n.Annotations[EtcdNodeAnnotation], Why: "no Ready condition yet"}
+	if n.Spec.Unschedulable && n.Annotations[CordonAnnotation] != "" {
+		kn.CordonedBy = "labctl"
+	}
 	for l := range n.Labels {
 		if r, ok := strings.CutPrefix(l, "node-role.kubernetes.io/"); ok {
 			kn.Roles = append(kn.Roles, r)
@@ -123,15 +126,36 @@ func (c *Client) DeletePasswordSecret(ctx context.Context, node string) error {
 	return err
 }
 
-// Cordon marks the Node unschedulable.
+// CordonAnnotation marks a cordon labctl made, so that labctl lifts only
+// its own (an operator's cordon stays).
+const CordonAnnotation = "labctl.dev/cordoned"
+
+// Cordon marks the Node unschedulable, noting that labctl did (unless it
+// was cordoned already: then it is not labctl's to lift).
 func (c *Client) Cordon(ctx context.Context, name string) error {
-	_, err := c.cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+	n, err := c.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if n.Spec.Unschedulable {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}},"spec":{"unschedulable":true}}`, CordonAnnotation)
+	_, err = c.cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	return err
 }
 
-// Uncordon marks it schedulable again.
+// Uncordon lifts a cordon labctl made.
 func (c *Client) Uncordon(ctx context.Context, name string) error {
-	_, err := c.cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":false}}`), metav1.PatchOptions{})
+	n, err := c.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if n.Annotations[CordonAnnotation] == "" {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null}},"spec":{"unschedulable":false}}`, CordonAnnotation)
+	_, err = c.cs.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	return err
 }
 

@@ -451,6 +451,26 @@ func (b *K3s) Cordon(ctx context.Context, via profiles.Node, name string) error 
 	return c.Cordon(ctx, name)
 }
 
+// Uncordon lifts a cordon labctl made on Node name.
+func (b *K3s) Uncordon(ctx context.Context, via profiles.Node, name string) error {
+	c, err := b.api(ctx, via)
+	if err != nil {
+		return err
+	}
+	return c.Uncordon(ctx, name)
+}
+
+// Restart restarts the node's K3s service (systemd returns once it is up:
+// K3s's units are Type=notify).
+func (b *K3s) Restart(ctx context.Context, n profiles.Node) error {
+	unit := "k3s"
+	if n.Role == profiles.RoleAgent {
+		unit = "k3s-agent"
+	}
+	_, err := b.run(ctx, n, "systemctl restart "+unit)
+	return err
+}
+
 // DrainTimeout bounds a drain (PodDisruptionBudgets can hold it).
 const DrainTimeout = 5 * time.Minute
 
@@ -523,4 +543,79 @@ func (b *K3s) FetchSnapshot(ctx context.Context, on profiles.Node, snap facts.Sn
 		return err
 	}
 	return os.Rename(tmp.Name(), local)
+}
+
+// Stop stops the node's K3s service.
+func (b *K3s) Stop(ctx context.Context, n profiles.Node) error {
+	_, err := b.run(ctx, n, "systemctl stop "+unitOf(n))
+	return err
+}
+
+// Start starts it (returning once it is up: a Type=notify unit).
+func (b *K3s) Start(ctx context.Context, n profiles.Node) error {
+	_, err := b.run(ctx, n, "systemctl start "+unitOf(n))
+	return err
+}
+
+func unitOf(n profiles.Node) string {
+	if n.Role == profiles.RoleAgent {
+		return "k3s-agent"
+	}
+	return "k3s"
+}
+
+// ClusterReset runs K3s's cluster reset on a stopped server: etcd's
+// membership reset to this one member, from restorePath when given (an
+// etcd snapshot on the node). It returns when K3s says the reset is done.
+func (b *K3s) ClusterReset(ctx context.Context, n profiles.Node, restorePath string) error {
+	h, err := b.Hosts.Host(ctx, n)
+	if err != nil {
+		return err
+	}
+	_, err = h.Run(ctx, remote.Cmd{Script: k3s.ClusterResetScript(restorePath), Sudo: true, Output: lines(ctx)})
+	return err
+}
+
+// MoveServerDB moves a server's etcd data aside (kept as a backup), so
+// that it joins afresh.
+func (b *K3s) MoveServerDB(ctx context.Context, n profiles.Node) error {
+	_, err := b.run(ctx, n, k3s.MoveServerDBScript)
+	return err
+}
+
+// UploadSnapshot copies a local snapshot into the server's snapshot
+// directory and returns it as the server has it.
+func (b *K3s) UploadSnapshot(ctx context.Context, on profiles.Node, local string) (facts.Snapshot, error) {
+	data, err := os.ReadFile(local)
+	if err != nil {
+		return facts.Snapshot{}, err
+	}
+	h, err := b.Hosts.Host(ctx, on)
+	if err != nil {
+		return facts.Snapshot{}, err
+	}
+	remotePath := k3s.SnapshotDir + "/" + filepath.Base(local)
+	if err := h.Upload(ctx, remotePath, data, 0o600, true); err != nil {
+		return facts.Snapshot{}, err
+	}
+	return facts.Snapshot{Name: filepath.Base(local), Node: on.Name, Path: remotePath, Size: int64(len(data))}, nil
+}
+
+// ListSnapshots lists the etcd snapshots on a server.
+func (b *K3s) ListSnapshots(ctx context.Context, on profiles.Node) ([]facts.Snapshot, error) {
+	out, err := b.run(ctx, on, k3s.SnapshotListScript)
+	if err != nil {
+		return nil, err
+	}
+	snaps := k3s.ParseSnapshotList(out)
+	for i := range snaps {
+		snaps[i].Node = on.Name
+	}
+	return snaps, nil
+}
+
+// DeleteSnapshot deletes one on a server (K3s's etcd-snapshot delete).
+func (b *K3s) DeleteSnapshot(ctx context.Context, on profiles.Node, name string) error {
+	_, err := b.run(ctx, on, "k3s etcd-snapshot delete "+k3s.ShellQuote(name))
+	return err
 }

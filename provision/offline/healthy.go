@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
@@ -23,6 +24,9 @@ type Healthy struct {
 	Down string
 	// StateDir is where local state would keep a snapshot.
 	StateDir string
+	// Unobserved leaves the nodes' K3s version unknown (an upgrade plan:
+	// every node then has the profile's version to install).
+	Unobserved bool
 	Kubeconfig
 }
 
@@ -55,8 +59,16 @@ func (h Healthy) ObserveK3s(_ context.Context, n profiles.Node) (facts.K3s, erro
 	if n.Role == profiles.RoleAgent {
 		unit = "k3s-agent"
 	}
-	return facts.K3s{Installed: true, Unit: unit, Active: n.Name != h.Down, Version: h.Spec.K3s.Version, HasData: n.Role == profiles.RoleServer,
-		TokenMatches: true, Member: memberName(n.Name), CAHash: "assumed", Config: k3s.NodeConfig(h.Spec, n, nil).Render()}, nil
+	v := h.Spec.K3s.Version
+	if h.Unobserved {
+		v = ""
+	}
+	var join *profiles.Node
+	if first := h.Spec.Servers()[0]; first.Name != n.Name {
+		join = &first
+	}
+	return facts.K3s{Installed: true, Unit: unit, Active: n.Name != h.Down, Version: v, HasData: n.Role == profiles.RoleServer,
+		TokenMatches: true, Member: memberName(n.Name), CAHash: "assumed", Config: k3s.NodeConfig(h.Spec, n, join).Render()}, nil
 }
 
 // CheckMember reports every node but Down in the cluster.
@@ -81,6 +93,37 @@ func (Healthy) WaitMember(context.Context, profiles.Node) error { return ErrOffl
 
 // Uninstall refuses.
 func (Healthy) Uninstall(context.Context, profiles.Node) error { return ErrOffline }
+
+// Restart refuses.
+func (Healthy) Restart(context.Context, profiles.Node) error { return ErrOffline }
+
+// Stop refuses.
+func (Healthy) Stop(context.Context, profiles.Node) error { return ErrOffline }
+
+// Start refuses.
+func (Healthy) Start(context.Context, profiles.Node) error { return ErrOffline }
+
+// ClusterReset refuses.
+func (Healthy) ClusterReset(context.Context, profiles.Node, string) error { return ErrOffline }
+
+// MoveServerDB refuses.
+func (Healthy) MoveServerDB(context.Context, profiles.Node) error { return ErrOffline }
+
+// UploadSnapshot refuses.
+func (Healthy) UploadSnapshot(context.Context, profiles.Node, string) (facts.Snapshot, error) {
+	return facts.Snapshot{}, ErrOffline
+}
+
+// ListSnapshots reports none.
+func (Healthy) ListSnapshots(context.Context, profiles.Node) ([]facts.Snapshot, error) {
+	return nil, nil
+}
+
+// DeleteSnapshot refuses.
+func (Healthy) DeleteSnapshot(context.Context, profiles.Node, string) error { return ErrOffline }
+
+// Uncordon refuses.
+func (Healthy) Uncordon(context.Context, profiles.Node, string) error { return ErrOffline }
 
 // ObserveEtcd reports one member per server, all healthy but Down's.
 func (h Healthy) ObserveEtcd(_ context.Context, via profiles.Node) (facts.Etcd, error) {
@@ -149,6 +192,18 @@ func (Healthy) SaveRebuild(facts.Rebuild) error { return ErrOffline }
 
 // ForgetRebuild refuses.
 func (Healthy) ForgetRebuild(string) error { return ErrOffline }
+
+// Restore reports no restore in progress.
+func (Healthy) Restore() (facts.Restore, bool, error) { return facts.Restore{}, false, nil }
+
+// SaveRestore refuses.
+func (Healthy) SaveRestore(facts.Restore) error { return ErrOffline }
+
+// ForgetRestore refuses.
+func (Healthy) ForgetRestore() error { return ErrOffline }
+
+// RecordSnapshot refuses.
+func (Healthy) RecordSnapshot(facts.Snapshot, string, string, time.Time) error { return ErrOffline }
 
 // SnapshotPath is where local state would keep the snapshot.
 func (h Healthy) SnapshotPath(name string) string {

@@ -113,6 +113,21 @@ func (K3s) WaitMember(context.Context, profiles.Node) error { return ErrOffline 
 // Uninstall refuses.
 func (K3s) Uninstall(context.Context, profiles.Node) error { return ErrOffline }
 
+// Restart refuses.
+func (K3s) Restart(context.Context, profiles.Node) error { return ErrOffline }
+
+// Stop refuses.
+func (K3s) Stop(context.Context, profiles.Node) error { return ErrOffline }
+
+// Start refuses.
+func (K3s) Start(context.Context, profiles.Node) error { return ErrOffline }
+
+// ClusterReset refuses.
+func (K3s) ClusterReset(context.Context, profiles.Node, string) error { return ErrOffline }
+
+// MoveServerDB refuses.
+func (K3s) MoveServerDB(context.Context, profiles.Node) error { return ErrOffline }
+
 // K3d answers as a Docker host without the cluster; Spec, when set, is
 // the cluster's shape for a rebuild plan (its nodes assumed running).
 type K3d struct {

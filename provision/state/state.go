@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/labctl/labctl/facts"
 )
@@ -158,4 +161,104 @@ func CreateExclusive(path string, data []byte) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// SnapshotMeta is what local state knows of a snapshot it keeps, in
+// <snapshot>.json beside it.
+type SnapshotMeta struct {
+	facts.Snapshot
+	Reason string `json:"reason"`
+	// Token says where the cluster token the snapshot needs is: a
+	// restore onto new hosts needs it (K3s encrypts its bootstrap data
+	// with it).
+	Token string `json:"token"`
+}
+
+// RecordSnapshot writes the meta file of a snapshot kept locally.
+func (d Dir) RecordSnapshot(s facts.Snapshot, reason, token string, taken time.Time) error {
+	s.Taken = taken.UTC()
+	b, err := json.MarshalIndent(SnapshotMeta{Snapshot: s, Reason: reason, Token: token}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFile(s.Path+".json", append(b, '\n'))
+}
+
+// Snapshots lists the snapshots kept locally, newest first.
+func (d Dir) Snapshots() ([]SnapshotMeta, error) {
+	dir := filepath.Join(d.Path(), "snapshots")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []SnapshotMeta
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") || e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		m := SnapshotMeta{Snapshot: facts.Snapshot{Name: name, Path: p}}
+		if b, err := os.ReadFile(p + ".json"); err == nil {
+			_ = json.Unmarshal(b, &m)
+			m.Path = p
+		}
+		if st, err := os.Stat(p); err == nil {
+			m.Size = st.Size()
+			if m.Taken.IsZero() {
+				m.Taken = st.ModTime().UTC()
+			}
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Taken.After(out[j].Taken) })
+	return out, nil
+}
+
+// ForgetSnapshot removes a local snapshot and its meta file.
+func (d Dir) ForgetSnapshot(name string) error {
+	p := d.SnapshotPath(name)
+	for _, f := range []string{p, p + ".json"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Restore reads the journal of a restore in progress.
+func (d Dir) Restore() (facts.Restore, bool, error) {
+	var r facts.Restore
+	b, err := os.ReadFile(filepath.Join(d.Path(), "restore.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, false, fmt.Errorf("restore journal: %w (remove it to start the restore over)", err)
+	}
+	return r, true, nil
+}
+
+// SaveRestore writes the restore journal.
+func (d Dir) SaveRestore(r facts.Restore) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFile(filepath.Join(d.Path(), "restore.json"), append(b, '\n'))
+}
+
+// ForgetRestore removes the restore journal.
+func (d Dir) ForgetRestore() error {
+	err := os.Remove(filepath.Join(d.Path(), "restore.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }

@@ -25,6 +25,11 @@ else
   echo "[INFO]  Skipping K3s download and verify"
 fi
 [ -x "$BIN" ] || { echo "[ERROR] $BIN is missing" >&2; exit 1; }
+# One stand-in binary plays every release: it reports the one installed.
+if [ -n "${INSTALL_K3S_VERSION}" ]; then
+  mkdir -p /usr/local/lib/k3s-standin
+  echo "${INSTALL_K3S_VERSION}" > /usr/local/lib/k3s-standin/version
+fi
 
 ENVFILE=/etc/systemd/system/${NAME}.service.env
 umask 077
@@ -58,7 +63,7 @@ systemctl disable --now ${NAME} || true
 rm -f /etc/systemd/system/${NAME}.service /etc/systemd/system/${NAME}.service.env
 systemctl daemon-reload
 pkill -f /usr/local/bin/kube- || true
-rm -rf /var/lib/rancher/k3s /etc/rancher/k3s $BIN /usr/local/bin/${NAME}-uninstall.sh
+rm -rf /var/lib/rancher/k3s /etc/rancher/k3s $BIN /usr/local/bin/${NAME}-uninstall.sh /usr/local/lib/k3s-standin
 UNINSTALL
 chmod 755 /usr/local/bin/${NAME}-uninstall.sh
 

@@ -66,6 +66,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -109,7 +110,19 @@ func main() {
 // version is K3s's version string; set with -ldflags -X main.k3sVersion.
 var k3sVersion = "v1.34.4+k3s1"
 
-func version() string { return k3sVersion }
+// versionFile is where the stand-in's install script notes the release
+// it installed (INSTALL_K3S_VERSION): the one binary stands in for every
+// release, and reports the one installed, as an upgraded K3s would.
+const versionFile = "/usr/local/lib/k3s-standin/version"
+
+func version() string {
+	if b, err := os.ReadFile(versionFile); err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v
+		}
+	}
+	return k3sVersion
+}
 
 // bundleDir holds what a real K3s binary carries inside itself (the
 // stand-in is small): bin/ (containerd's runc wrapper, the Kubernetes
