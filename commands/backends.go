@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/labctl/labctl/bootstrap"
 	"github.com/labctl/labctl/flow"
@@ -39,6 +40,8 @@ type wiring struct {
 	// plans an upgrade offline (the nodes' version then unknown).
 	Down    string
 	Upgrade bool
+	// DrainTimeout bounds a drain (default 5 minutes).
+	DrainTimeout time.Duration
 	// HostsOnly leaves the VMs' provider out: the command works on the
 	// machines over SSH only (preflight, kubeconfig).
 	HostsOnly bool
@@ -129,7 +132,7 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, ReplaceHostKeys: o.ReplaceHostKeys, DataPath: dataPath}
 		tok := &nodes.Token{Dir: stateDir, Profile: l.Metadata.Name, Ref: s.K3s.TokenRef, Lookup: os.LookupEnv, Redact: w.pool.Redact,
 			Created: func() { fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, stateDir) }}
-		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig}
+		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig, DrainTimeout: o.DrainTimeout}
 		w.Hosts, w.K3s, w.Ops, w.Local = hosts, w.k3s, w.k3s, journal
 	}
 	switch {

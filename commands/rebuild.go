@@ -29,6 +29,8 @@ type RebuildOptions struct {
 	// the cluster token, the snapshot and the rebuild's journal.
 	Kubeconfig, StateDir string
 	Proxmox              ProxmoxOptions
+	// DrainTimeout bounds each drain (default 5 minutes).
+	DrainTimeout time.Duration
 }
 
 // Rebuild replaces a failed node of the profile: observed through the
@@ -52,7 +54,7 @@ func Rebuild(ctx context.Context, e Env, a ProfileArg, o RebuildOptions) error {
 	if o.ReplaceHostKey || l.Spec.Proxmox != nil {
 		replace = []string{o.Node}
 	}
-	w, err := e.backends(l, wiring{Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, Proxmox: o.Proxmox, ReplaceHostKeys: replace})
+	w, err := e.backends(l, wiring{Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, Proxmox: o.Proxmox, ReplaceHostKeys: replace, DrainTimeout: o.DrainTimeout})
 	if err != nil {
 		return err
 	}

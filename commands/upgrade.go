@@ -21,6 +21,8 @@ type UpgradeOptions struct {
 	// Kubeconfig and StateDir as for create (the snapshot goes to state).
 	Kubeconfig, StateDir string
 	Parallel             int
+	// DrainTimeout bounds each drain (default 5 minutes).
+	DrainTimeout time.Duration
 }
 
 // Upgrade rolls the profile's K3s version and config.yaml out to the
@@ -37,7 +39,7 @@ func Upgrade(ctx context.Context, e Env, a ProfileArg, o UpgradeOptions) error {
 		_, err := flow.Upgrade(&l.Profile, flow.Backends{}, flow.Options{})
 		return err
 	}
-	w, err := e.backends(l, wiring{Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, HostsOnly: true})
+	w, err := e.backends(l, wiring{Kubeconfig: o.Kubeconfig, StateDir: o.StateDir, HostsOnly: true, DrainTimeout: o.DrainTimeout})
 	if err != nil {
 		return err
 	}

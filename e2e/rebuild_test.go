@@ -7,13 +7,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +23,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/labctl/labctl/commands"
-	"github.com/labctl/labctl/flow"
 	"github.com/labctl/labctl/plan"
 	"github.com/labctl/labctl/provision/proxmox/pvesim"
 )
@@ -151,6 +148,10 @@ func changesOn(events []plan.Event) map[string][]string {
 // cluster TestCreateProductionOnSimulatedProxmoxFromNothing made (one
 // cluster for create → rebuild → quorum refusal → destroy).
 func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, state string, px commands.ProxmoxOptions, env map[string]string) {
+	labctl := filepath.Join(t.TempDir(), "labctl")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", labctl, "../cmd/labctl").CombinedOutput(); err != nil {
+		t.Fatalf("build labctl: %v %s", err, out)
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 		if avail < 0.95 {
 			t.Errorf("the API through the healthy servers answered only %.1f%% of the time", 100*avail)
 		}
-		snaps, _ := filepath.Glob(filepath.Join(state, "production-e2e", "snapshots", "labctl-pre-rebuild-kube-srv-2-*"))
+		snaps, _ := filepath.Glob(filepath.Join(state, "production-e2e", "snapshots", "labctl-pre-rebuild-kube-srv-2-*[0-9]"))
 		if len(snaps) != 1 {
 			t.Errorf("snapshots in local state: %v", snaps)
 		} else if st, err := os.Stat(snaps[0]); err != nil || st.Mode().Perm() != 0o600 || st.Size() == 0 {
@@ -227,10 +228,6 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 	// 2. The first server: killed, then the rebuild itself killed after
 	// the member's removal and after the re-clone; each re-run continues.
 	t.Run("RebuildFirstServerKilledTwice", func(t *testing.T) {
-		labctl := filepath.Join(t.TempDir(), "labctl")
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", labctl, "../cmd/labctl").CombinedOutput(); err != nil {
-			t.Fatalf("build labctl: %v %s", err, out)
-		}
 		sim.PowerOff(s.vmids[0])
 		if err := bed.Kill(ctx, "kube-srv-1"); err != nil {
 			t.Fatal(err)
@@ -238,7 +235,8 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 		p := pollAPI(t, s, 1, 2)
 		start := time.Now()
 		for _, stage := range []string{"remove-member/kube-srv-1", "vm-clone/kube-srv-1", ""} {
-			killed, done := runRebuildBinary(t, ctx, labctl, file, kc, state, env, "kube-srv-1", stage)
+			killed, events := runLabctlJSON(t, ctx, labctl, env, stage, "rebuild", "-f", file, "kube-srv-1", "--state-dir", state, "--kubeconfig", kc)
+			done := doneEvent(events)
 			switch {
 			case stage != "" && !killed:
 				t.Fatalf("the rebuild ended before %s: %+v", stage, done)
@@ -254,55 +252,27 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 		if strings.Contains(cfgYAML, "cluster-init") || !strings.Contains(cfgYAML, "server: https://172.30.20.62:6443") {
 			t.Errorf("kube-srv-1's config.yaml after its rebuild:\n%s", cfgYAML)
 		}
-		if snaps, _ := filepath.Glob(filepath.Join(state, "production-e2e", "snapshots", "labctl-pre-rebuild-kube-srv-1-*")); len(snaps) != 1 {
+		if snaps, _ := filepath.Glob(filepath.Join(state, "production-e2e", "snapshots", "labctl-pre-rebuild-kube-srv-1-*[0-9]")); len(snaps) != 1 {
 			t.Errorf("the interrupted rebuild took %d snapshots, want 1: %v", len(snaps), snaps)
 		}
 		afterRebuild("kube-srv-1", 1)
 	})
 
-	// 3. Two servers down: etcd has no quorum; the rebuild refuses,
-	// naming both, and changes nothing on the survivor.
-	t.Run("RebuildRefusedWithoutQuorum", func(t *testing.T) {
-		before := nodeState(t, ctx, []string{"kube-srv-1"})
-		for _, i := range []int{1, 2} {
-			sim.PowerOff(s.vmids[i])
-			if err := bed.Kill(ctx, s.names[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		time.Sleep(3 * time.Second) // etcd's election timeout: the survivor loses its leader
-		var out bytes.Buffer
-		rec := &plan.Recorder{}
-		e := commands.Env{Stdout: &out, Stderr: &out, Output: commands.OutputText, Now: time.Now, Events: rec}
-		start := time.Now()
-		err := commands.Rebuild(ctx, e, commands.ProfileArg{File: file}, commands.RebuildOptions{Node: "kube-srv-2", Yes: true, Kubeconfig: kc, StateDir: state, Proxmox: px})
-		t.Logf("rebuild kube-srv-2 with kube-srv-3 down too (%s): %v\n%s", time.Since(start).Round(time.Millisecond), err, out.String())
-		if !errors.Is(err, flow.ErrQuorum) {
-			t.Fatalf("err = %v", err)
-		}
-		for _, want := range []string{"1 of 3 members healthy", "kube-srv-2-", "kube-srv-3-", "not answering", "restore from a snapshot"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("the refusal lacks %q", want)
-			}
-		}
-		if n := len(changesOn(rec.Events())); n != 0 {
-			t.Errorf("the refused rebuild made changes: %v", changesOn(rec.Events()))
-		}
-		if after := nodeState(t, ctx, []string{"kube-srv-1"}); after != before {
-			t.Errorf("the refused rebuild changed kube-srv-1:\nbefore %s\nafter  %s", before, after)
-		}
-		if vms := sim.VMs(); len(vms) != 3 {
-			t.Errorf("%d VMs after the refusal", len(vms))
-		}
-	})
+	// 3.–5. Upgrades: refused ones first, then v1.34.4 → v1.34.5 killed
+	// after the first server, then a config.yaml change.
+	file = upgradeE2E(t, ctx, s, file, kc, state, labctl, env)
+
+	// 6. Restore: a snapshot, a write after it, two servers stopped (no
+	// quorum: the rebuild refuses), the restore, the write gone.
+	restoreE2E(t, ctx, s, file, kc, state, px)
 }
 
-// runRebuildBinary runs `labctl rebuild -o json` and SIGKILLs it once
-// killAfter's step is done ("" runs it to the end). It returns whether
-// it was killed and the done event.
-func runRebuildBinary(t *testing.T, ctx context.Context, labctl, file, kc, state string, env map[string]string, node, killAfter string) (bool, plan.Event) {
+// runLabctlJSON runs labctl with args and -o json, SIGKILLs it once
+// killAfter's step is done ("" runs it to the end), and returns whether
+// it was killed and every event it printed.
+func runLabctlJSON(t *testing.T, ctx context.Context, labctl string, env map[string]string, killAfter string, args ...string) (bool, []plan.Event) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, labctl, "rebuild", "-f", file, node, "-o", "json", "--state-dir", state, "--kubeconfig", kc)
+	cmd := exec.CommandContext(ctx, labctl, append(args, "-o", "json")...)
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -317,8 +287,7 @@ func runRebuildBinary(t *testing.T, ctx context.Context, labctl, file, kc, state
 		t.Fatal(err)
 	}
 	var killed bool
-	var done plan.Event
-	var mu sync.Mutex
+	var events []plan.Event
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -326,22 +295,28 @@ func runRebuildBinary(t *testing.T, ctx context.Context, labctl, file, kc, state
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("not an event: %q", sc.Text())
 		}
-		mu.Lock()
-		if e.Kind == plan.KindStepDone && e.Step == killAfter {
+		events = append(events, e)
+		// The plan shown before the run (upgrade, restore) is a dry run:
+		// only the real step counts.
+		if e.Kind == plan.KindStepDone && e.Step == killAfter && !e.DryRun {
 			_ = cmd.Process.Kill()
 			killed = true
-		}
-		if e.Kind == plan.KindDone {
-			done = e
-		}
-		mu.Unlock()
-		if killed {
 			break
 		}
 	}
 	err = cmd.Wait()
 	if !killed && err != nil {
-		t.Fatalf("labctl rebuild: %v (done: %+v)\n%s", err, done, stderr.String())
+		t.Fatalf("labctl %v: %v\n%s", args, err, stderr.String())
 	}
-	return killed, done
+	return killed, events
+}
+
+// doneEvent is the run's done event.
+func doneEvent(events []plan.Event) plan.Event {
+	for _, e := range events {
+		if e.Kind == plan.KindDone {
+			return e
+		}
+	}
+	return plan.Event{}
 }

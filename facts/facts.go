@@ -152,7 +152,9 @@ type Member struct {
 	PeerURLs   []string `json:"peerURLs"`
 	ClientURLs []string `json:"clientURLs,omitempty"`
 	Learner    bool     `json:"learner,omitempty"`
-	// Healthy: its status answered through its client URL.
+	// Answers: its status answered through its client URL; Healthy: it
+	// answered and knows a leader.
+	Answers bool `json:"answers"`
 	Healthy bool `json:"healthy"`
 	// Err is why its status did not answer.
 	Err string `json:"error,omitempty"`
@@ -251,6 +253,17 @@ func (e Etcd) HealthyVoters() int {
 	n := 0
 	for _, m := range e.Voters() {
 		if m.Healthy {
+			n++
+		}
+	}
+	return n
+}
+
+// Answering counts the members whose status answered.
+func (e Etcd) Answering() int {
+	n := 0
+	for _, m := range e.Members {
+		if m.Answers || m.Healthy {
 			n++
 		}
 	}
@@ -411,6 +424,9 @@ type Restore struct {
 	// servers back in since.
 	Reset    bool     `json:"reset,omitempty"`
 	Rejoined []string `json:"rejoined,omitempty"`
+	// Planned: recorded by a dry run (what the run would do), never
+	// saved; nothing of it happened.
+	Planned bool `json:"-"`
 }
 
 // Cluster is one run's observations, shared by the steps of a plan: a

@@ -67,9 +67,10 @@ type Kubeconfig interface {
 type K3s interface {
 	ObserveK3s(ctx context.Context, n profiles.Node) (facts.K3s, error)
 	// CheckMember reports, without waiting, why n is not yet in the
-	// cluster (nil when it is: a started etcd member with a Ready Node,
-	// or an agent with a Ready Node).
-	CheckMember(ctx context.Context, n profiles.Node) error
+	// cluster (nil when it is: a started etcd member, by the member name
+	// its data holds as observed, with a Ready Node; or an agent with a
+	// Ready Node).
+	CheckMember(ctx context.Context, n profiles.Node, member string) error
 	WriteToken(ctx context.Context, n profiles.Node) error
 	WriteConfig(ctx context.Context, n profiles.Node, join *profiles.Node) error
 	Install(ctx context.Context, n profiles.Node) error

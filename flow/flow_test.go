@@ -92,7 +92,7 @@ func (w *world) ObserveK3s(_ context.Context, n profiles.Node) (facts.K3s, error
 	}
 	return facts.K3s{}, nil
 }
-func (w *world) CheckMember(_ context.Context, n profiles.Node) error {
+func (w *world) CheckMember(_ context.Context, n profiles.Node, _ string) error {
 	if _, ok := w.k3s[n.Name]; ok {
 		return nil
 	}

@@ -257,8 +257,8 @@ func (r *rebuild) quorum(e facts.Etcd, j facts.Rebuild) error {
 	members := e.Summary()
 	switch {
 	case !e.HasQuorum():
-		return fmt.Errorf("%w: etcd has no quorum now (%d of %d members healthy, need %d): %s; nothing was changed: a rebuild needs the other servers healthy; with quorum lost, restore from a snapshot (labctl restore: not supported yet)",
-			ErrQuorum, e.HealthyVoters(), len(e.Members), facts.Quorum(len(e.Members)), members)
+		return fmt.Errorf("%w: etcd has no quorum now (%d of %d members answer, %d healthy with a leader, a quorum needs %d): %s; nothing was changed: a rebuild needs the other servers healthy; with quorum lost, restore from a snapshot: labctl restore %s --snapshot NAME (labctl snapshot list %s)",
+			ErrQuorum, e.Answering(), len(e.Members), e.HealthyVoters(), facts.Quorum(len(e.Members)), members, r.p.Metadata.Name, r.p.Metadata.Name)
 	case healthyRest < facts.Quorum(len(rest)):
 		return fmt.Errorf("%w: removing %s's member leaves %d healthy of %d members, less than the %d a quorum needs: %s; nothing was changed: bring the other servers back first",
 			ErrQuorum, r.t.Name, healthyRest, len(rest), facts.Quorum(len(rest)), members)

@@ -31,6 +31,8 @@ type cluster struct {
 	// unreachable nodes do not answer SSH.
 	unreachable map[string]bool
 	restore     *facts.Restore
+	// apiDown: the API answers nothing (etcd without quorum).
+	apiDown bool
 }
 
 func (c *cluster) facts() (facts.Restore, bool) {
@@ -97,7 +99,7 @@ func (c *cluster) ObserveK3s(_ context.Context, n profiles.Node) (facts.K3s, err
 	}
 	return c.k3s[n.Name], nil
 }
-func (c *cluster) CheckMember(_ context.Context, n profiles.Node) error {
+func (c *cluster) CheckMember(_ context.Context, n profiles.Node, _ string) error {
 	if c.did("Install "+n.Name) || c.k3s[n.Name].Active {
 		return nil
 	}
@@ -114,6 +116,9 @@ func (c *cluster) ObserveEtcd(_ context.Context, via profiles.Node) (facts.Etcd,
 func (c *cluster) ObserveKubeNodes(context.Context, profiles.Node) ([]facts.KubeNode, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.apiDown {
+		return nil, errors.New("curl: (18) transfer closed with outstanding read data remaining")
+	}
 	return append([]facts.KubeNode(nil), c.nodes...), nil
 }
 func (c *cluster) SaveSnapshot(_ context.Context, on profiles.Node, name string) (facts.Snapshot, error) {
@@ -235,7 +240,7 @@ func TestRebuildRefusesWhenQuorumIsLostNamingEachMember(t *testing.T) {
 	if !errors.Is(err, ErrQuorum) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, want := range []string{"1 of 3 members healthy, need 2", "kube-srv-1-old at 10.0.40.101: started, healthy", "kube-srv-3-old at 10.0.40.103: started, not answering", "restore from a snapshot"} {
+	for _, want := range []string{"1 of 3 members answer, 1 healthy with a leader, a quorum needs 2", "kube-srv-1-old at 10.0.40.101: started, healthy", "kube-srv-3-old at 10.0.40.103: started, not answering", "labctl restore production --snapshot NAME"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

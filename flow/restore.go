@@ -71,10 +71,12 @@ func (r *restore) journal() facts.Restore {
 func (r *restore) record(x *plan.Exec, fn func(j *facts.Restore)) error {
 	j := r.journal()
 	fn(&j)
-	r.facts.SetRestore(&j)
 	if x.DryRun() {
+		j.Planned = true
+		r.facts.SetRestore(&j)
 		return nil
 	}
+	r.facts.SetRestore(&j)
 	return r.b.Local.SaveRestore(j)
 }
 
@@ -295,7 +297,7 @@ func (r *restore) cleanNodes(after string) string {
 			}
 			kns, err := r.b.Ops.ObserveKubeNodes(ctx, t)
 			if err != nil {
-				if r.journal().Reset {
+				if j := r.journal(); j.Reset && !j.Planned {
 					return plan.Verdict{}, err
 				}
 				return plan.ToDo("the Nodes are known once the snapshot is restored"), nil // a dry run before the reset

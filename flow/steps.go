@@ -309,7 +309,7 @@ func (f *builder) installK3s(id, title string, n profiles.Node, after []string, 
 			case len(k3s.Drift(f.s, n, *k)) > 0:
 				return plan.ToDo("%s, differing from the profile: %s", k.Reason(), driftLine(k3s.Drift(f.s, n, *k))), nil
 			}
-			if err := f.b.K3s.CheckMember(ctx, n); err != nil {
+			if err := f.b.K3s.CheckMember(ctx, n, k.Member); err != nil {
 				return plan.ToDo("%s, not in the cluster yet: %v", k.Reason(), err), nil
 			}
 			what := "a started etcd member with a Ready Node"

@@ -55,6 +55,16 @@ func Upgrade(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 
 type upgrade struct{ *builder }
 
+// versionPending: some node still runs another version.
+func (u *upgrade) versionPending() bool {
+	for _, n := range u.s.Nodes {
+		if k := u.facts.Node(n.Name).K3s; k != nil && k.Version != u.s.K3s.Version {
+			return true
+		}
+	}
+	return false
+}
+
 // pending lists what differs on n from the profile, as observed.
 func (u *upgrade) pending(n profiles.Node) []facts.Change {
 	k := u.facts.Node(n.Name).K3s
@@ -155,12 +165,23 @@ func (u *upgrade) snapshotFirst(after string) string {
 	u.plan.Add(plan.Step{
 		ID: id, Title: "Save an etcd snapshot first", After: []string{after},
 		Check: func(context.Context, func(string)) (plan.Verdict, error) {
+			var pending, done []string
 			for _, n := range u.s.Nodes {
-				if len(u.pending(n)) > 0 {
-					return plan.ToDo("the upgrade changes nodes"), nil
+				if k := u.facts.Node(n.Name).K3s; len(u.pending(n)) > 0 {
+					pending = append(pending, n.Name)
+				} else if k != nil && k.Version == u.s.K3s.Version {
+					done = append(done, n.Name)
 				}
 			}
-			return plan.InPlace("nothing to change: no snapshot needed"), nil
+			switch {
+			case len(pending) == 0:
+				return plan.InPlace("nothing to change: no snapshot needed"), nil
+			case len(done) > 0 && len(done) < len(u.s.Nodes) && u.versionPending():
+				// An interrupted upgrade: its snapshot was taken before its
+				// first change.
+				return plan.InPlace("the upgrade began earlier (%s already run %s): its snapshot was taken then", strings.Join(done, ", "), u.s.K3s.Version), nil
+			}
+			return plan.ToDo("the upgrade changes %s", strings.Join(pending, ", ")), nil
 		},
 		Run: func(ctx context.Context, x *plan.Exec) error {
 			via := u.runningServer()

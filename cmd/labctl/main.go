@@ -238,7 +238,8 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
 					&cli.BoolFlag{Name: "replace-host-key", Usage: "the node's machine was reinstalled: its new SSH host key replaces the known_hosts line"},
 					&cli.StringFlag{Name: "kubeconfig", Usage: "merge the context into `FILE` (default $KUBECONFIG or ~/.kube/config)"},
-					&cli.StringFlag{Name: "state-dir", Usage: "cluster token, snapshots and the rebuild journal under `DIR` (default ~/.local/state/labctl)"}},
+					&cli.StringFlag{Name: "state-dir", Usage: "cluster token, snapshots and the rebuild journal under `DIR` (default ~/.local/state/labctl)"},
+					&cli.DurationFlag{Name: "drain-timeout", Value: 5 * time.Minute, Usage: "give up the drain of a healthy node after `D`"}},
 				Action: func(c *cli.Context) error {
 					a := commands.ProfileArg{File: c.String("file")}
 					args := c.Args().Slice()
@@ -255,6 +256,7 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					return commands.Rebuild(c.Context, env(c), a, commands.RebuildOptions{
 						Node: args[0], Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, ReplaceHostKey: c.Bool("replace-host-key"),
 						Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")},
+						DrainTimeout: c.Duration("drain-timeout"),
 					})
 				},
 			},
@@ -266,13 +268,14 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print the plan from what exists and change nothing"},
 					&cli.StringFlag{Name: "state-dir", Usage: "cluster token and snapshots under `DIR` (default ~/.local/state/labctl)"},
-					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "upgrade at most `N` agents at once"}},
+					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "upgrade at most `N` agents at once"},
+					&cli.DurationFlag{Name: "drain-timeout", Value: 5 * time.Minute, Usage: "give up a drain (PodDisruptionBudgets can hold one) after `D`"}},
 				Action: func(c *cli.Context) error {
 					a, err := oneProfile(c)
 					if err != nil {
 						return err
 					}
-					return commands.Upgrade(c.Context, env(c), a, commands.UpgradeOptions{Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, StateDir: c.String("state-dir"), Parallel: c.Int("parallel")})
+					return commands.Upgrade(c.Context, env(c), a, commands.UpgradeOptions{Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, StateDir: c.String("state-dir"), Parallel: c.Int("parallel"), DrainTimeout: c.Duration("drain-timeout")})
 				},
 			},
 			{

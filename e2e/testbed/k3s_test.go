@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,12 @@ func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (
 	if _, err := b.Exec(ctx, node, "sh", "-c", "systemctl reset-failed k3s 2>/dev/null; mkdir -p /etc/rancher/k3s && cat > /etc/rancher/k3s/config.yaml <<'EOF'\n"+config+"EOF"); err != nil {
 		t.Fatal(err)
 	}
+	// Only this run's log counts: a node that ran k3s before has "k3s is
+	// up and running" in its journal already.
+	since, err := b.Exec(ctx, node, "date", "+@%s")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Exec(ctx, node, "systemd-run", "--unit=k3s", "--property=Restart=no", "/usr/local/bin/k3s", "server"); err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +36,7 @@ func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (
 		// failure's log is complete (reading the log first raced with it).
 		state, _ := b.Exec(ctx, node, "systemctl", "is-active", "k3s")
 		_, _ = b.Exec(ctx, node, "journalctl", "--sync")
-		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
+		log, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "--since", since, "-o", "cat", "--no-pager")
 		if strings.Contains(log, "k3s is up and running") {
 			return log, true
 		}
@@ -38,7 +45,7 @@ func k3sServer(t *testing.T, ctx context.Context, b *Bed, node, config string) (
 			// stream on its own schedule.
 			for i := 0; i < 10; i++ {
 				time.Sleep(500 * time.Millisecond)
-				again, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "-o", "cat", "--no-pager")
+				again, _ := b.Exec(ctx, node, "journalctl", "-u", "k3s", "--since", since, "-o", "cat", "--no-pager")
 				if again == log {
 					break
 				}
@@ -427,6 +434,67 @@ func TestK3sStandInFormsAnHAControlPlane(t *testing.T) {
 			t.Fatalf("members a minute after deleting node s3: %v", m)
 		}
 		time.Sleep(2 * time.Second)
+	}
+
+	// Day 2, as labctl relies on it: the release an install put in place,
+	// etcd-snapshot save/ls/delete, and a restore with --cluster-reset:
+	// the snapshot restored on s2 alone, s1 rejoining after its etcd data
+	// is moved aside, what was written after the snapshot gone.
+	if v, err := b.Exec(ctx, "s2", "sh", "-c", "mkdir -p /usr/local/lib/k3s-standin && echo v1.34.5+k3s1 > /usr/local/lib/k3s-standin/version && k3s --version && rm /usr/local/lib/k3s-standin/version"); err != nil || !strings.HasPrefix(v, "k3s version v1.34.5+k3s1 ") {
+		t.Errorf("the installed release is not reported: %q %v", v, err)
+	}
+	if out, err := b.Exec(ctx, "s2", "sh", "-c", "k3s etcd-snapshot save --name selftest 2>&1"); err != nil || !strings.Contains(out, "Snapshot selftest-s2-") {
+		t.Fatalf("etcd-snapshot save: %v %s", err, out)
+	}
+	snap, err := b.Exec(ctx, "s2", "sh", "-c", "ls /var/lib/rancher/k3s/server/db/snapshots/selftest-s2-*")
+	if err != nil || snap == "" {
+		t.Fatalf("snapshot file: %q %v", snap, err)
+	}
+	if out, _ := b.Exec(ctx, "s2", "k3s", "etcd-snapshot", "ls"); !strings.Contains(out, filepath.Base(snap)) {
+		t.Errorf("etcd-snapshot ls lacks %s:\n%s", snap, out)
+	}
+	if out, err := kubectl(ctx, b, "s2", "create", "namespace", "after-snapshot"); err != nil {
+		t.Fatalf("write after the snapshot: %v %s", err, out)
+	}
+	cfg2, _ := b.Exec(ctx, "s2", "cat", "/etc/rancher/k3s/config.yaml")
+	for _, n := range []string{"s1", "s2"} {
+		if _, err := b.Exec(ctx, n, "systemctl", "stop", "k3s"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := b.Exec(ctx, "s2", "sh", "-c", "k3s server --cluster-reset --cluster-reset-restore-path="+snap+" 2>&1")
+	if err != nil || !strings.Contains(out, "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now") {
+		t.Fatalf("cluster-reset with a restore path: %v\n%s", err, out)
+	}
+	if _, err := b.Exec(ctx, "s2", "test", "-f", "/var/lib/rancher/k3s/server/db/reset-flag"); err != nil {
+		t.Error("no reset-flag after the reset")
+	}
+	if log, ok := k3sServer(t, ctx, b, "s2", cfg2+"\n"); !ok || !strings.Contains(log, "was previously reset, deleting marker") {
+		t.Fatalf("s2 after the restore: up=%v\n%s", ok, fatalLines(log))
+	}
+	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 1 {
+		t.Errorf("members after the restore: %v, want s2 alone", m)
+	}
+	if out, err := kubectl(ctx, b, "s2", "get", "namespace", "after-snapshot", "-o", "name"); err == nil {
+		t.Errorf("a namespace written after the snapshot survived the restore: %s", out)
+	}
+	if out, err := kubectl(ctx, b, "s2", "get", "namespace", "quorum-check", "-o", "name"); err != nil || out != "namespace/quorum-check" {
+		t.Errorf("a namespace written before the snapshot is gone: %q %v", out, err)
+	}
+	if _, err := b.Exec(ctx, "s1", "sh", "-c", "mv /var/lib/rancher/k3s/server/db /var/lib/rancher/k3s/server/db-before-restore"); err != nil {
+		t.Fatal(err)
+	}
+	if log, ok := k3sServer(t, ctx, b, "s1", rejoin); !ok {
+		t.Fatalf("s1 rejoining the restored s2:\n%s", fatalLines(log))
+	}
+	if m := etcdMembers(t, ctx, b, "s2"); len(m) != 2 {
+		t.Errorf("members after s1 rejoined: %v", m)
+	}
+	if out, err := b.Exec(ctx, "s2", "sh", "-c", "k3s etcd-snapshot delete "+filepath.Base(snap)+" 2>&1"); err != nil {
+		t.Errorf("etcd-snapshot delete: %v %s", err, out)
+	}
+	if out, _ := b.Exec(ctx, "s2", "sh", "-c", "ls /var/lib/rancher/k3s/server/db/snapshots/"); strings.Contains(out, "selftest") {
+		t.Errorf("snapshot left after delete: %s", out)
 	}
 
 	// A fresh server with neither cluster-init nor server forms a cluster

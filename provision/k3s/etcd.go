@@ -150,9 +150,9 @@ func ParseEtcd(out, via string) (facts.Etcd, error) {
 					m.Err = "no answer"
 				}
 			case st.Leader == 0:
-				m.Err = "answers, but knows no leader"
+				m.Answers, m.Err = true, "answers, but knows no leader"
 			default:
-				m.Healthy = true
+				m.Answers, m.Healthy = true, true
 				e.Leader = st.Leader.hex()
 			}
 		}

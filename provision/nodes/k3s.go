@@ -94,8 +94,9 @@ type K3s struct {
 	Token   *Token
 	// Kubeconfig is the file the context is merged into.
 	Kubeconfig string
-	// WaitTimeout bounds WaitMember (default 5 minutes).
-	WaitTimeout time.Duration
+	// WaitTimeout bounds WaitMember (default 5 minutes); DrainTimeout a
+	// drain (default DrainTimeout).
+	WaitTimeout, DrainTimeout time.Duration
 
 	mu      sync.Mutex
 	clients map[string]*kube.Client
@@ -255,8 +256,13 @@ func (b *K3s) WaitMember(ctx context.Context, n profiles.Node) error {
 }
 
 // CheckMember reports, once, why n is not yet in the cluster (nil when
-// it is).
-func (b *K3s) CheckMember(ctx context.Context, n profiles.Node) error { return b.memberReady(ctx, n) }
+// it is); member is the etcd member name n's data holds, as observed.
+func (b *K3s) CheckMember(ctx context.Context, n profiles.Node, member string) error {
+	if n.Role == profiles.RoleAgent {
+		return b.agentReady(ctx, n)
+	}
+	return b.serverMember(ctx, n, member)
+}
 
 func (b *K3s) memberReady(ctx context.Context, n profiles.Node) error {
 	if n.Role == profiles.RoleAgent {
@@ -266,11 +272,15 @@ func (b *K3s) memberReady(ctx context.Context, n profiles.Node) error {
 	if err != nil {
 		return err
 	}
+	return b.serverMember(ctx, n, k.Member)
+}
+
+func (b *K3s) serverMember(ctx context.Context, n profiles.Node, member string) error {
 	out, err := b.run(ctx, n, k3s.MemberCheckScript(n.Name))
 	if err != nil {
 		return err
 	}
-	return k3s.CheckMember(out, n, k.Member)
+	return k3s.CheckMember(out, n, member)
 }
 
 // ErrAgentNotReady says an agent's k3s-agent is not running or its Node
@@ -480,7 +490,11 @@ func (b *K3s) Drain(ctx context.Context, via profiles.Node, name string) error {
 	if err != nil {
 		return err
 	}
-	return c.Drain(ctx, name, DrainTimeout)
+	timeout := b.DrainTimeout
+	if timeout == 0 {
+		timeout = DrainTimeout
+	}
+	return c.Drain(ctx, name, timeout)
 }
 
 // RemoveMember removes an etcd member through etcd's API on server via.

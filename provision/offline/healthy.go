@@ -72,7 +72,7 @@ func (h Healthy) ObserveK3s(_ context.Context, n profiles.Node) (facts.K3s, erro
 }
 
 // CheckMember reports every node but Down in the cluster.
-func (h Healthy) CheckMember(_ context.Context, n profiles.Node) error {
+func (h Healthy) CheckMember(_ context.Context, n profiles.Node, _ string) error {
 	if n.Name == h.Down {
 		return fmt.Errorf("%s is assumed down", n.Name)
 	}

@@ -94,7 +94,7 @@ type K3s struct{ Kubeconfig }
 func (K3s) ObserveK3s(context.Context, profiles.Node) (facts.K3s, error) { return facts.K3s{}, nil }
 
 // CheckMember reports the node not in a cluster.
-func (K3s) CheckMember(context.Context, profiles.Node) error {
+func (K3s) CheckMember(context.Context, profiles.Node, string) error {
 	return errors.New("not observed")
 }
 

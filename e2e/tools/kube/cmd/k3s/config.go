@@ -31,6 +31,11 @@ type config struct {
 	Disable             []string
 	WriteKubeconfigMode string
 	DataDir             string
+	// ClusterReset and ClusterResetRestorePath: K3s's --cluster-reset
+	// and --cluster-reset-restore-path (command line only, as labctl runs
+	// them).
+	ClusterReset            bool
+	ClusterResetRestorePath string
 }
 
 type listFlag struct{ v *[]string }
@@ -67,6 +72,8 @@ func loadConfig(args []string) (*config, error) {
 	fs.Var(listFlag{&c.Disable}, "disable", "")
 	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", c.WriteKubeconfigMode, "")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "")
+	fs.BoolVar(&c.ClusterReset, "cluster-reset", false, "")
+	fs.StringVar(&c.ClusterResetRestorePath, "cluster-reset-restore-path", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

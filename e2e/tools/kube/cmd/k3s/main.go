@@ -39,6 +39,21 @@
 // does. Without node-ip the node's first IPv4 address is used; with
 // K3S_KUBECONFIG_OUTPUT (k3d) the kubeconfig is written there too.
 //
+// Day 2: `k3s --version` reports the release the install script put in
+// place (INSTALL_K3S_VERSION, noted in /usr/local/lib/k3s-standin/version:
+// one stand-in binary plays every release, no binary is swapped);
+// `k3s etcd-snapshot save [--name N]` asks the running server's etcd for
+// a snapshot and writes server/db/snapshots/<N>-<node>-<unix time>, `ls`
+// lists that directory and `delete` removes files from it; `k3s server
+// --cluster-reset [--cluster-reset-restore-path P]` on a stopped server
+// restores P into a new data directory (the old one kept aside) or
+// forces a new single-member cluster on the data in place, writes
+// server/db/reset-flag and exits asking for a restart, which removes the
+// flag; the etcd member name is kept in server/db/etcd/name, as K3s
+// keeps it. The K3s binary's bundled binaries and images are unpacked at
+// start from the test bed's bundle directory (a real binary carries
+// them inside), so an uninstall followed by an install finds them again.
+//
 // `k3s agent --server https://X:6443 --token T` fetches the CA (checked
 // against the token's hash), then its kubelet and kube-proxy certificates
 // from the server's supervisor, which checks the token and the node
@@ -52,9 +67,11 @@
 // server without --cluster-init uses etcd too); the supervisor shares no
 // port with the API: it listens on 9345 (as RKE2 does) rather than
 // multiplexing 6443; several CAs (one CA signs everything); certificate
-// rotation; etcd snapshot schedules, retention, S3 and the
-// ETCDSnapshotFile objects (`etcd-snapshot save|ls|delete` are modelled,
-// on local files); secrets encryption; kubelet-arg and the other
+// rotation; etcd snapshot schedules, retention, compression, S3 and the
+// ETCDSnapshotFile objects; bootstrap data (the CA, keys) kept in etcd and
+// encrypted with the token: the stand-in keeps them in server/tls only,
+// so a restore onto a new host without them is refused; secrets
+// encryption; kubelet-arg and the other
 // pass-through flags; the overlayfs snapshotter on a node whose disk is
 // itself overlayfs (a container): there it uses "native".
 package main

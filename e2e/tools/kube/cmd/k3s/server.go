@@ -60,6 +60,17 @@ func parseToken(tok string) (hash, secret string, err error) {
 func runServer(ctx context.Context, c *config) error {
 	s := &server{c: c, dir: filepath.Join(c.DataDir, "server")}
 	s.tlsDir = filepath.Join(s.dir, "tls")
+	if c.ClusterReset {
+		p, err := loadCA(s.tlsDir)
+		if err != nil {
+			return fmt.Errorf("cluster reset: this server has no certificates (the stand-in resets or restores on a server that was a member): %w", err)
+		}
+		s.pki = p
+		return resetEtcd(ctx, s)
+	}
+	if err := os.Remove(filepath.Join(s.dir, "db", "reset-flag")); err == nil {
+		logf("level=info msg=%q", "Managed etcd cluster membership was previously reset, deleting marker")
+	}
 	// A member is its etcd data: CA files alone (a join refused by etcd)
 	// must lead to another join, never to a lone new cluster.
 	_, statErr := os.Stat(filepath.Join(s.dir, "db", "etcd", "member"))
