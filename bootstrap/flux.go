@@ -19,7 +19,7 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +67,9 @@ type Backend struct {
 	Client client.Client
 	// KeyDir keeps generated deploy keys, one per profile (Context).
 	KeyDir string
+	// NoNudge leaves every reconciliation to the controllers' own
+	// requeues (for measuring what the requests gain).
+	NoNudge bool
 }
 
 func (b *Backend) timeout() time.Duration {
@@ -359,11 +362,45 @@ func (b *Backend) Install(ctx context.Context) error {
 	so := sync.MakeDefaultOptions()
 	so.Name, so.Namespace, so.URL, so.Branch, so.Secret, so.TargetPath = "flux-system", Namespace, f.URL, f.Branch, "flux-system", path
 	so.Interval = time.Minute
-	if err := fluxbootstrap.Run(ctx, prov, base, io, ss, so, 2*time.Second, b.timeout()); err != nil {
+	if err := b.run(ctx, kc, prov, base, io, ss, so); err != nil {
 		if key.Public != "" && (strings.Contains(err.Error(), "unable to authenticate") || strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "authentication required")) {
 			return fmt.Errorf("flux bootstrap: %w\nthe deploy key may lack write access to %s; its public half:\n  %s", err, f.URL, key.Public)
 		}
 		return fmt.Errorf("flux bootstrap: %w", err)
+	}
+	return nil
+}
+
+// run is flux2's bootstrap.Run step by step, with one addition: after
+// the sync commit, flux-system's GitRepository is asked to fetch at once
+// (one that exists from an earlier bootstrap would wait for its interval).
+func (b *Backend) run(ctx context.Context, kc client.Client, prov *fluxbootstrap.PlainGitBootstrapper, base string, io install.Options, ss sourcesecret.Options, so sync.Options) error {
+	if err := prov.ReconcileComponents(ctx, base, io, ss); err != nil {
+		return err
+	}
+	if err := prov.ReconcileSourceSecret(ctx, ss); err != nil {
+		return err
+	}
+	if err := prov.ReconcileSyncConfig(ctx, so); err != nil {
+		return err
+	}
+	if !b.NoNudge {
+		if err := nudgeSource(ctx, kc); err != nil {
+			return fmt.Errorf("request a fetch of %s/flux-system: %w", Namespace, err)
+		}
+	}
+	var errs []error
+	for _, report := range []func() error{
+		func() error { return prov.ReportGitRepoHealth(ctx, so, 2*time.Second, b.timeout()) },
+		func() error { return prov.ReportKustomizationHealth(ctx, so, 2*time.Second, b.timeout()) },
+		func() error { return prov.ReportComponentsHealth(ctx, io, b.timeout()) },
+	} {
+		if err := report(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bootstrap failed with %d health check failure(s): %w", len(errs), errors.Join(errs...))
 	}
 	return nil
 }
@@ -375,31 +412,57 @@ func (b *Backend) log() io.Writer {
 	return b.Log
 }
 
-// WaitKustomizations waits until flux-system and every Kustomization of
-// the profile is Ready, then reports each in dependsOn order with its
-// status.
+// WaitKustomizations follows the repository's own graph: it waits until
+// every Kustomization in the cluster (the profile's and any other the
+// repository defines) is Ready at the source's latest revision. When a
+// Kustomization's dependencies have all turned Ready it asks for its
+// reconciliation at once (as `flux reconcile` does) instead of leaving
+// it to kustomize-controller's requeue, unless NoNudge. It prints each as
+// it turns Ready, then how the graph differs from the profile's; a
+// Kustomization the profile lists that the repository does not define
+// is an error naming those it does.
 func (b *Backend) WaitKustomizations(ctx context.Context) error {
 	kc, err := b.kube()
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(b.timeout())
+	start := time.Now()
+	deadline := start.Add(b.timeout())
+	reported := map[string]bool{}
+	listed := map[string]bool{}
+	for _, k := range b.Spec.Flux.Kustomizations {
+		listed[k.Name] = true
+	}
 	for {
-		states, err := b.states(ctx, kc)
+		g, err := readGraph(ctx, kc)
 		if err != nil {
 			return err
 		}
 		var waiting []string
-		for _, s := range states {
-			if !s.Ready {
-				waiting = append(waiting, s.Name+" ("+s.Message+")")
+		for _, k := range g.ks {
+			key := k.Namespace + "/" + k.Name
+			if !g.settled(k) {
+				waiting = append(waiting, fmt.Sprintf("%s (%s: %s)", k.Name, k.Reason, firstLine(k.Message)))
+				continue
+			}
+			if !reported[key] {
+				reported[key] = true
+				note := ""
+				if k.Name != "flux-system" && !listed[k.Name] {
+					note = " (not in the profile)"
+				}
+				fmt.Fprintf(b.log(), "Kustomization %s Ready%s after %s\n", k.Name, note, time.Since(start).Round(100*time.Millisecond))
 			}
 		}
-		if len(waiting) == 0 {
-			for _, s := range ordered(states, b.Spec.Flux.Kustomizations) {
-				fmt.Fprintf(b.log(), "Kustomization %s Ready: %s\n", s.Name, s.Message)
+		if !b.NoNudge {
+			for _, k := range g.nudges() {
+				if err := nudge(ctx, kc, k); err != nil {
+					return fmt.Errorf("request reconciliation of %s: %w", k.Name, err)
+				}
 			}
-			return nil
+		}
+		if len(waiting) == 0 && len(g.ks) > 0 {
+			return b.reportGraph(g)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("kustomizations not Ready after %s: %s", b.timeout(), strings.Join(waiting, "; "))
@@ -407,42 +470,41 @@ func (b *Backend) WaitKustomizations(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(time.Second):
 		}
 	}
 }
 
-// ordered sorts states so that every Kustomization follows those it
-// depends on (flux-system first).
-func ordered(states []state, ks []profiles.FluxKustomization) []state {
-	depth := map[string]int{}
-	deps := map[string][]string{}
-	for _, k := range ks {
-		deps[k.Name] = k.DependsOn
+// reportGraph compares the settled graph with the profile's list.
+func (b *Backend) reportGraph(g graph) error {
+	var defined, missing []string
+	for _, k := range g.ks {
+		if k.Name != "flux-system" {
+			defined = append(defined, k.Name)
+		}
 	}
-	var d func(string) int
-	d = func(n string) int {
-		if v, ok := depth[n]; ok {
-			return v
+	for _, w := range b.Spec.Flux.Kustomizations {
+		k, ok := g.find(Namespace, w.Name)
+		if !ok {
+			missing = append(missing, w.Name)
+			continue
 		}
-		depth[n] = 0
-		m := 0
-		for _, p := range deps[n] {
-			if v := d(p) + 1; v > m {
-				m = v
-			}
+		if a, c := slices.Sorted(slices.Values(w.DependsOn)), slices.Sorted(slices.Values(k.DependsOn)); !slices.Equal(a, c) {
+			fmt.Fprintf(b.log(), "warning: Kustomization %s depends on [%s] in the repository, the profile expects [%s]\n", w.Name, strings.Join(c, ", "), strings.Join(a, ", "))
 		}
-		depth[n] = m
-		return m
 	}
-	out := append([]state(nil), states...)
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Name == "flux-system" || out[j].Name == "flux-system" {
-			return out[i].Name == "flux-system" && out[j].Name != "flux-system"
-		}
-		return d(out[i].Name) < d(out[j].Name)
-	})
-	return out
+	if len(missing) > 0 {
+		return fmt.Errorf("the repository at %s defines no Kustomization %s (it defines %s): fix spec.flux.kustomizations or the repository", g.revision, strings.Join(missing, ", "), strings.Join(defined, ", "))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	if len(l) > 160 {
+		l = l[:160] + "…"
+	}
+	return l
 }
 
 // logger adapts flux2's bootstrap logger to a writer.

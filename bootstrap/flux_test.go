@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -94,19 +95,37 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// The report lists flux-system first, then each Kustomization after those
-// it depends on.
-func TestReportOrderFollowsDependsOn(t *testing.T) {
-	s := spec(t, "staging")
-	states := []state{{Name: "monitoring-controllers"}, {Name: "apps"}, {Name: "infrastructure-configs"}, {Name: "flux-system"}, {Name: "infrastructure-controllers"}}
-	var names []string
-	for _, st := range ordered(states, s.Flux.Kustomizations) {
-		names = append(names, st.Name)
+// A Kustomization waiting for its dependencies is nudged once all of them
+// are Ready at the source's latest revision, and not again while its
+// request is pending; one whose dependency lags behind is left alone.
+func TestNudgesOnlyWhenEveryDependencyIsSettled(t *testing.T) {
+	rev := "main@sha1:2b"
+	ready := func(name string, deps ...string) facts.Kustomization {
+		return facts.Kustomization{Namespace: Namespace, Name: name, DependsOn: deps, Ready: true, Reason: "ReconciliationSucceeded", Applied: rev}
 	}
-	got := strings.Join(names, " ")
-	want := "flux-system monitoring-controllers infrastructure-controllers infrastructure-configs apps"
-	if got != want {
-		t.Errorf("order %q, want %q", got, want)
+	waiting := func(name string, deps ...string) facts.Kustomization {
+		return facts.Kustomization{Namespace: Namespace, Name: name, DependsOn: deps, Reason: "DependencyNotReady"}
+	}
+	behind := ready("infrastructure-controllers")
+	behind.Applied = "main@sha1:1a"
+	pending := waiting("monitoring-configs", "monitoring-controllers")
+	pending.Requested = "2026-12-06T12:00:00Z"
+	g := graph{revision: rev, ks: []facts.Kustomization{
+		ready("flux-system"), behind, waiting("infrastructure-configs", "infrastructure-controllers"),
+		ready("monitoring-controllers"), waiting("monitoring-dashboards", "monitoring-controllers"), pending,
+		waiting("apps", "infrastructure-configs", "monitoring-controllers"),
+	}}
+	var names []string
+	for _, k := range g.nudges() {
+		names = append(names, k.Name)
+	}
+	if got := strings.Join(names, " "); got != "monitoring-dashboards" {
+		t.Errorf("nudged %q, want monitoring-dashboards only", got)
+	}
+	pending.Handled = pending.Requested
+	g.ks[5] = pending
+	if n := len(g.nudges()); n != 2 {
+		t.Errorf("a handled request: %d nudges, want 2", n)
 	}
 }
 

@@ -59,6 +59,7 @@ type wired struct {
 	pool       *remote.Pool
 	vms        *proxmox.Backend
 	k3s        *nodes.K3s
+	k3d        *k3d.Backend
 	state      state.Dir
 }
 
@@ -118,7 +119,8 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		return w, nil
 	}
 	if s.K3d != nil {
-		w.K3d, w.Local = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}, journal
+		w.k3d = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
+		w.K3d, w.Local = w.k3d, journal
 	} else {
 		if s.Proxmox != nil && !o.HostsOnly {
 			vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)

@@ -189,6 +189,19 @@ spec:
 	}
 	t.Logf("pushed commit reconciled in %s", time.Since(start).Round(time.Millisecond))
 
+	// The fixture's monitoring-configs, which the profile does not list,
+	// was waited for and reported.
+	if !strings.Contains(out, "Kustomization monitoring-configs Ready (not in the profile)") {
+		t.Errorf("create did not report monitoring-configs:\n%s", out)
+	}
+	fc := fluxClient(t, rc)
+	start = time.Now()
+	k3dVerifyE2E(t, ctx, file, kc, repo, files, fc)
+	t.Logf("verify scenarios on k3d: %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	fluxSpeedE2E(t, ctx, &l.Spec, kc, "flux-e2e", repo, fc)
+	t.Logf("Flux speed scenario: %s", time.Since(start).Round(time.Millisecond))
+
 	out, second, err := create("second create", file, commands.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

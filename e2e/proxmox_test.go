@@ -23,6 +23,7 @@ import (
 
 	"github.com/labctl/labctl/commands"
 	"github.com/labctl/labctl/e2e/testbed"
+	"github.com/labctl/labctl/internal/dnstest"
 	"github.com/labctl/labctl/internal/sshdtest"
 	"github.com/labctl/labctl/provision/proxmox/pvesim"
 )
@@ -184,7 +185,16 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 		t.Cleanup(func() { _ = bed.RemoveNode(context.Background(), name) })
 	}
 	forge, _, repoURL := gitOverSSH(t, ctx)
-	fluxYAML := fmt.Sprintf(`  flux:
+	// The profile's DNS record, answered by a DNS server on loopback
+	// (verify asks it with --dns-server, never a real resolver).
+	const record = "apps.e2e.labctl.test"
+	dns := dnstest.New(t)
+	dns.Set(record, ips...)
+	fluxYAML := fmt.Sprintf(`  dns:
+    domain: e2e.labctl.test
+    records:
+      - {name: %s, targets: [%s]}
+  flux:
     url: %s
     branch: main
     knownHostsFile: %s
@@ -196,7 +206,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
       - {name: infrastructure-configs, path: infrastructure/configs/production, dependsOn: [infrastructure-controllers]}
       - {name: apps, path: apps/production, dependsOn: [infrastructure-configs]}
       - {name: monitoring-controllers, path: monitoring/controllers/production}
-`, repoURL, forge.KnownHosts(forge.HostKey), testbed.FluxVersion, filepath.Join(fb.Manifests, "install"), strings.Join(testbed.FluxComponents, ", "))
+`, record, strings.Join(ips, ", "), repoURL, forge.KnownHosts(forge.HostKey), testbed.FluxVersion, filepath.Join(fb.Manifests, "install"), strings.Join(testbed.FluxComponents, ", "))
 	file := productionE2EProfile(t, sim, serveK3s(t, kubeBin), ips, fluxYAML)
 	env := map[string]string{"LABCTL_E2E_PVE_TOKEN": "root@pam!labctl=e2e-3c1f"}
 	t.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
@@ -322,9 +332,14 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	}
 	t.Logf("production-e2e: from nothing %s (no Flux), with Flux %s, no-op re-run %s", first.Round(time.Millisecond), withFlux.Round(time.Millisecond), again.Round(time.Millisecond))
 
-	// The same cluster goes on: rebuilds, then the quorum refusal.
+	// The same cluster goes on: verify and its faults, rebuilds,
+	// upgrades, the restore, a removed member.
+	v := &verifier{file: file, opts: commands.VerifyOptions{DNSServer: dns.Addr, Kubeconfig: kc, StateDir: state, Proxmox: opts.Proxmox}}
 	start := time.Now()
-	rebuildE2E(t, ctx, sim, file, kc, state, opts.Proxmox, env)
+	productionVerifyE2E(t, ctx, v, dns, cs, record, ips)
+	t.Logf("verify scenarios: %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	rebuildE2E(t, ctx, sim, file, kc, state, opts.Proxmox, env, v)
 	t.Logf("rebuild scenarios: %s", time.Since(start).Round(time.Millisecond))
 
 	var dout bytes.Buffer

@@ -147,7 +147,7 @@ func changesOn(events []plan.Event) map[string][]string {
 // rebuildE2E are the rebuild scenarios, run on the production-e2e
 // cluster TestCreateProductionOnSimulatedProxmoxFromNothing made (one
 // cluster for create → rebuild → quorum refusal → destroy).
-func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, state string, px commands.ProxmoxOptions, env map[string]string) {
+func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, state string, px commands.ProxmoxOptions, env map[string]string, v *verifier) {
 	labctl := filepath.Join(t.TempDir(), "labctl")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", labctl, "../cmd/labctl").CombinedOutput(); err != nil {
 		t.Fatalf("build labctl: %v %s", err, out)
@@ -265,6 +265,10 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 	// 6. Restore: a snapshot, a write after it, two servers stopped (no
 	// quorum: the rebuild refuses), the restore, the write gone.
 	restoreE2E(t, ctx, s, file, kc, state, px)
+	v.file = file
+	start := time.Now()
+	memberRemovedE2E(t, ctx, v)
+	t.Logf("removed-member verify: %s", time.Since(start).Round(time.Millisecond))
 }
 
 // runLabctlJSON runs labctl with args and -o json, SIGKILLs it once

@@ -158,6 +158,8 @@ type Member struct {
 	Healthy bool `json:"healthy"`
 	// Err is why its status did not answer.
 	Err string `json:"error,omitempty"`
+	// DBSize is its database's size in bytes, as its status gives it.
+	DBSize int64 `json:"dbSize,omitempty"`
 }
 
 // Started: the member runs (a member added but never started has no

@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	case errors.Is(err, plan.ErrCanceled), errors.Is(err, context.Canceled):
 		fmt.Fprintln(stderr, "labctl: interrupted: no further step was started; running the command again continues where this run stopped")
 		return 130
-	case errors.Is(err, commands.ErrInvalid), errors.Is(err, commands.ErrNotReady):
+	case errors.Is(err, commands.ErrInvalid), errors.Is(err, commands.ErrNotReady), errors.Is(err, commands.ErrVerifyFailed):
 		// The problems were printed on stdout with the verdicts or the table.
 		fmt.Fprintf(stderr, "labctl: %v\n", err)
 		return 1
@@ -332,6 +332,21 @@ func newApp(stdout, stderr io.Writer, now func() time.Time) *cli.App {
 						return err
 					}
 					return commands.Restore(c.Context, env(c), a, commands.RestoreOptions{Snapshot: c.String("snapshot"), Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Confirm: c.App.Reader, Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir")})
+				},
+			},
+			{
+				Name:      "verify",
+				Usage:     "check, read-only, the live cluster against its profile: machines, hosts, K3s, etcd, Nodes, storage, ingress, Flux, secrets, DNS (exit 1 when a check fails)",
+				ArgsUsage: "NAME | -f FILE",
+				Flags: []cli.Flag{fileFlag, textOrJSON, stateDirFlag, insecureFlag,
+					&cli.StringFlag{Name: "dns-server", Usage: "ask `ADDR` (host[:port]) for the DNS records instead of the system resolver"},
+					&cli.StringFlag{Name: "kubeconfig", Usage: "a k3d cluster's context in `FILE` (default $KUBECONFIG or ~/.kube/config)"}},
+				Action: func(c *cli.Context) error {
+					a, err := oneProfile(c)
+					if err != nil {
+						return err
+					}
+					return commands.Verify(c.Context, env(c), a, commands.VerifyOptions{DNSServer: c.String("dns-server"), Kubeconfig: c.String("kubeconfig"), StateDir: c.String("state-dir"), Proxmox: commands.ProxmoxOptions{Insecure: c.Bool("proxmox-insecure")}})
 				},
 			},
 			{

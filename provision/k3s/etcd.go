@@ -136,6 +136,7 @@ func ParseEtcd(out, via string) (facts.Etcd, error) {
 		var st struct {
 			Header header   `json:"header"`
 			Leader jsonUint `json:"leader"`
+			DBSize jsonUint `json:"dbSize"`
 		}
 		err := json.Unmarshal([]byte(body), &st)
 		for i := range e.Members {
@@ -154,6 +155,7 @@ func ParseEtcd(out, via string) (facts.Etcd, error) {
 			default:
 				m.Answers, m.Healthy = true, true
 				e.Leader = st.Leader.hex()
+				m.DBSize = int64(st.DBSize)
 			}
 		}
 	}

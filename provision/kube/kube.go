@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	api "k8s.io/client-go/tools/clientcmd/api"
 
@@ -30,9 +31,15 @@ import (
 // Client is the API through one server.
 type Client struct {
 	cs kubernetes.Interface
+	// rc is the REST config (nil for a wrapped clientset): verify's
+	// metadata-only and dynamic reads, Flux's client.
+	rc *rest.Config
 	// Server is the API address used.
 	Server string
 }
+
+// REST is the client's REST config, nil for a wrapped clientset.
+func (c *Client) REST() *rest.Config { return c.rc }
 
 // New is a client for the admin kubeconfig cfg (already pointed at a
 // reachable server).
@@ -46,7 +53,7 @@ func New(cfg *api.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cs: cs, Server: rc.Host}, nil
+	return &Client{cs: cs, rc: rc, Server: rc.Host}, nil
 }
 
 // NewFor wraps a clientset (tests).

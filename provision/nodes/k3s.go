@@ -395,6 +395,11 @@ func (b *K3s) HasContext(context.Context) (bool, error) {
 	return kubeconfig.Has(b.Kubeconfig, b.Profile)
 }
 
+// API is the cluster's API through server via (verify's reads).
+func (b *K3s) API(ctx context.Context, via profiles.Node) (*kube.Client, error) {
+	return b.api(ctx, via)
+}
+
 // api is the cluster's API through server via, with the admin
 // credentials via's K3s wrote (read over SSH, never logged): one client
 // per server per run.

@@ -38,8 +38,8 @@ const BlacklistLine = `devnode "^sd[a-z0-9]+"`
 // Facts are what Gather read, key=value.
 type Facts map[string]string
 
-// gatherScript prints one key=value per line and changes nothing.
-func gatherScript(dataPath string) string {
+// GatherScript prints one key=value per line and changes nothing.
+func GatherScript(dataPath string) string {
 	var b strings.Builder
 	b.WriteString(`. /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"
 echo "kernel=$(uname -r)"
@@ -63,7 +63,7 @@ if [ -d %s ]; then echo datapath=yes; else echo datapath=no; fi
 
 // Gather reads the host's facts with one command.
 func Gather(ctx context.Context, run Run, dataPath string) (Facts, error) {
-	out, err := run(ctx, gatherScript(dataPath), false)
+	out, err := run(ctx, GatherScript(dataPath), false)
 	if err != nil {
 		return nil, fmt.Errorf("gather host facts: %w", err)
 	}

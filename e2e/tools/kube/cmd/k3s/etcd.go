@@ -40,6 +40,9 @@ func startEtcd(ctx context.Context, s *server, join *bootstrap) (*embed.Etcd, er
 	cfg.ListenClientUrls = []url.URL{mustURL("https://127.0.0.1:2379"), mustURL("https://" + s.c.NodeIP + ":2379")}
 	cfg.AdvertiseClientUrls = []url.URL{mustURL("https://" + s.c.NodeIP + ":2379")}
 	cfg.ListenPeerUrls = []url.URL{mustURL(peer)}
+	// K3s's etcd serves its metrics on 127.0.0.1:2381 (etcd-expose-metrics
+	// moves them to the node address).
+	cfg.ListenMetricsUrls = []url.URL{mustURL("http://127.0.0.1:2381")}
 	cfg.AdvertisePeerUrls = []url.URL{mustURL(peer)}
 	tlsInfo := func() (ti struct{ cert, key, ca string }) {
 		return struct{ cert, key, ca string }{s.pki.path("etcd.crt"), s.pki.path("etcd.key"), s.pki.path("server-ca.crt")}

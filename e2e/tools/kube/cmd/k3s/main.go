@@ -53,6 +53,10 @@
 // keeps it. The K3s binary's bundled binaries and images are unpacked at
 // start from the test bed's bundle directory (a real binary carries
 // them inside), so an uninstall followed by an install finds them again.
+// Leaf certificates are valid for a year, as K3s's, or for the Go
+// duration in /usr/local/lib/k3s-standin/leaf-validity (issued at each
+// start: the bed's certificates about to expire); etcd serves its
+// metrics on http://127.0.0.1:2381, as K3s's does.
 //
 // `k3s agent --server https://X:6443 --token T` fetches the CA (checked
 // against the token's hash), then its kubelet and kube-proxy certificates

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -117,7 +118,7 @@ func (p *pki) leaf(name, cn string, orgs []string, hosts []string, server, clien
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: cn, Organization: orgs},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(1, 0, 0),
+		NotAfter:     time.Now().Add(leafValidity()),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
 	if server {
@@ -144,3 +145,17 @@ func (p *pki) leaf(name, cn string, orgs []string, hosts []string, server, clien
 }
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
+
+// leafValidityFile, when present, holds a Go duration that replaces the
+// leaf certificates' one year (K3s's): the bed's way to make a node's
+// certificates expire soon. Read each time a certificate is issued.
+const leafValidityFile = "/usr/local/lib/k3s-standin/leaf-validity"
+
+func leafValidity() time.Duration {
+	if b, err := os.ReadFile(leafValidityFile); err == nil {
+		if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil && d > 0 {
+			return d
+		}
+	}
+	return 365 * 24 * time.Hour
+}
