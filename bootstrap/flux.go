@@ -459,6 +459,7 @@ func (b *Backend) WaitKustomizations(ctx context.Context) error {
 				if err := nudge(ctx, kc, k); err != nil {
 					return fmt.Errorf("request reconciliation of %s: %w", k.Name, err)
 				}
+				fmt.Fprintf(b.log(), "requested the reconciliation of %s after %s: its dependencies are Ready\n", k.Name, time.Since(start).Round(100*time.Millisecond))
 			}
 		}
 		if len(waiting) == 0 && len(g.ks) > 0 {

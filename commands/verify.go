@@ -293,7 +293,13 @@ func resolveAll(ctx context.Context, s *profiles.Spec, server string) map[string
 		addrs, err := res.LookupHost(ctx, rec.Name)
 		cancel()
 		if err != nil {
-			out[rec.Name] = facts.DNSAnswer{Err: err.Error()}
+			// A DNSError names resolv.conf's server even when another
+			// was dialled: keep its reason only.
+			why := err.Error()
+			if de, ok := err.(*net.DNSError); ok {
+				why = de.Err
+			}
+			out[rec.Name] = facts.DNSAnswer{Err: why}
 		} else {
 			out[rec.Name] = facts.DNSAnswer{Addrs: addrs}
 		}

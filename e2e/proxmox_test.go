@@ -190,6 +190,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 	const record = "apps.e2e.labctl.test"
 	dns := dnstest.New(t)
 	dns.Set(record, ips...)
+	dns.Set(apiRecord, ips[0])
 	fluxYAML := fmt.Sprintf(`  dns:
     domain: e2e.labctl.test
     records:

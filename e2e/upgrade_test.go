@@ -169,8 +169,11 @@ func upgradeE2E(t *testing.T, ctx context.Context, s servers, file, kc, state, l
 	// An extra tls-san (a DNS record pointing at a server) is a config
 	// change: written and K3s restarted, one server at a time.
 	withSAN := filepath.Join(filepath.Dir(file), "with-san.yaml")
-	sanText := strings.Replace(string(text), "version: v1.34.4+k3s1", "version: v1.34.5+k3s1", 1) +
-		"  dns:\n    domain: ronaldlokers.nl\n    records:\n      - {name: api.ronaldlokers.nl, targets: [172.30.20.61]}\n"
+	sanText := strings.Replace(strings.Replace(string(text), "version: v1.34.4+k3s1", "version: v1.34.5+k3s1", 1),
+		"    records:\n", "    records:\n      - {name: "+apiRecord+", targets: [172.30.20.61]}\n", 1)
+	if !strings.Contains(sanText, apiRecord) {
+		t.Fatalf("no dns.records in %s to add %s to", file, apiRecord)
+	}
 	if err := os.WriteFile(withSAN, []byte(sanText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +194,7 @@ func upgradeE2E(t *testing.T, ctx context.Context, s servers, file, kc, state, l
 			t.Errorf("restarts %v, want the three servers in order", restarts)
 		}
 		for _, n := range s.names {
-			if cfg, _ := bed.Exec(ctx, n, "cat", "/etc/rancher/k3s/config.yaml"); !strings.Contains(cfg, "api.ronaldlokers.nl") {
+			if cfg, _ := bed.Exec(ctx, n, "cat", "/etc/rancher/k3s/config.yaml"); !strings.Contains(cfg, apiRecord) {
 				t.Errorf("%s's config.yaml lacks the new tls-san:\n%s", n, cfg)
 			}
 		}
@@ -221,6 +224,10 @@ func waitPodRunning(t *testing.T, ctx context.Context, s servers, selector strin
 		time.Sleep(time.Second)
 	}
 }
+
+// apiRecord is the DNS record the config-change upgrade adds, so that
+// K3s gets it as a tls-san.
+const apiRecord = "api.e2e.labctl.test"
 
 // restoreE2E: ConfigMap A is there (written before the rebuilds), a
 // snapshot is saved, ConfigMap B written, K3s stopped on two servers
@@ -290,7 +297,13 @@ func restoreE2E(t *testing.T, ctx context.Context, s servers, file, kc, state st
 			t.Error("ConfigMap B (after the snapshot) survived the restore")
 		}
 		n, learners, _ := etcdMembers(t, ctx, "kube-srv-1")
+		// The restored Nodes carry the snapshot's leases: the node
+		// controller may mark one NotReady until its kubelet renews.
 		ready := readyServers(t, ctx, cs)
+		for wait := time.Now(); strings.Join(ready, ",") != "kube-srv-1,kube-srv-2,kube-srv-3" && time.Since(wait) < 2*time.Minute; ready = readyServers(t, ctx, cs) {
+			t.Logf("after the restore: Ready %v, waiting", ready)
+			time.Sleep(2 * time.Second)
+		}
 		if n != 3 || learners != 0 || strings.Join(ready, ",") != "kube-srv-1,kube-srv-2,kube-srv-3" {
 			t.Errorf("after the restore: %d started members, %d learners, Ready %v", n, learners, ready)
 		}

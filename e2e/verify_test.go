@@ -220,6 +220,9 @@ func memberRemovedE2E(t *testing.T, ctx context.Context, v *verifier) {
 	t.Run("VerifyFindsARemovedMember", func(t *testing.T) {
 		setInotify(t, verify.InotifyWatches, verify.InotifyInstances)
 		v.expect(t, ctx, "baseline after the restore", 3*time.Minute)
+		if t.Failed() {
+			return
+		}
 		const etcdCurl = "curl -sS --max-time 5 --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST"
 		list, err := bed.Exec(ctx, "kube-srv-1", "sh", "-c", etcdCurl+" https://127.0.0.1:2379/v3/cluster/member/list -d '{}'")
 		if err != nil {

@@ -196,6 +196,8 @@ func (l Loader) loadChain(name, file string, data []byte) (*Loaded, error) {
 	seen := map[string]bool{}
 	for {
 		root, probs := parse(file, data)
+		// Merging layers folds a key given twice into one: found first.
+		probs = append(probs, duplicateKeys(file, root, "")...)
 		if len(probs) > 0 {
 			return nil, &InvalidError{Name: name, Problems: probs}
 		}
@@ -265,6 +267,36 @@ func (l Loader) loadChain(name, file string, data []byte) (*Loaded, error) {
 		return nil, &InvalidError{Name: name, Problems: probs}
 	}
 	return out, nil
+}
+
+// duplicateKeys finds mapping keys given twice in one file, at any depth.
+func duplicateKeys(file string, n *yaml.Node, path string) []Problem {
+	if n == nil {
+		return nil
+	}
+	var out []Problem
+	switch n.Kind {
+	case yaml.MappingNode:
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			if first, dup := seen[k.Value]; dup {
+				out = append(out, Problem{File: file, Line: k.Line, Path: sub, Msg: fmt.Sprintf("duplicate key (first at line %d)", first)})
+				continue
+			}
+			seen[k.Value] = k.Line
+			out = append(out, duplicateKeys(file, v, sub)...)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			out = append(out, duplicateKeys(file, c, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return out
 }
 
 // parse reads exactly one YAML document whose top level is a mapping.

@@ -52,6 +52,7 @@ const (
 // fast it writes, the clock and the certificates' expiry.
 func HostScript(dataPath string) string {
 	var b strings.Builder
+	b.WriteString("echo \"clock.start=$(date +%s%N)\"\n")
 	b.WriteString(prereq.GatherScript(dataPath))
 	b.WriteString(k3s.ObserveScript + "\n")
 	b.WriteString(`echo "inotify.watches=$(cat /proc/sys/fs/inotify/max_user_watches)"
@@ -125,8 +126,25 @@ type Host struct {
 	Probe time.Duration `json:"probe,omitempty"`
 	Certs []Cert        `json:"certs,omitempty"`
 	// Clock is the host's time when the script ended; Sent and Received
-	// bound it on this machine's clock.
+	// bound the command on this machine's clock.
 	Clock, Sent, Received time.Time
+	// started is the host's time when the script began.
+	started time.Time
+}
+
+// clockWindow is when, on this machine's clock, the host's Clock was
+// read, as a midpoint and a half-width: after the command was sent plus
+// the script's own run time, before its output arrived.
+func (h Host) clockWindow() (mid time.Time, err time.Duration) {
+	earliest := h.Sent
+	if !h.started.IsZero() && h.Clock.After(h.started) {
+		earliest = earliest.Add(h.Clock.Sub(h.started))
+	}
+	if earliest.After(h.Received) {
+		earliest = h.Received
+	}
+	half := h.Received.Sub(earliest) / 2
+	return earliest.Add(half), half
 }
 
 // ParseHost reads HostScript's output.
@@ -180,6 +198,10 @@ func ParseHost(out string) (Host, error) {
 		case k == "clock":
 			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
 				h.Clock = time.Unix(0, ns)
+			}
+		case k == "clock.start":
+			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+				h.started = time.Unix(0, ns)
 			}
 		case isPrereqKey(k):
 			h.Prereq[k] = v
@@ -419,8 +441,8 @@ func ClockChecks(hosts map[string]Host) Report {
 		if h.Clock.IsZero() || h.Sent.IsZero() {
 			continue
 		}
-		mid := h.Sent.Add(h.Received.Sub(h.Sent) / 2)
-		offs = append(offs, off{name, h.Clock.Sub(mid), h.Received.Sub(h.Sent) / 2})
+		mid, half := h.clockWindow()
+		offs = append(offs, off{name, h.Clock.Sub(mid), half})
 	}
 	if len(offs) < 2 {
 		return r

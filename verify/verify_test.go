@@ -320,3 +320,18 @@ func TestParseHostReadsEverySection(t *testing.T) {
 		t.Errorf("garbage: %v", err)
 	}
 }
+
+// The clock is compared within the command's round trip less the
+// script's own run time: a slow script does not widen the window.
+func TestClockWindowLeavesOutTheScriptsRunTime(t *testing.T) {
+	h := Host{Sent: now, Received: now.Add(3 * time.Second), started: now.Add(100 * time.Millisecond), Clock: now.Add(2900 * time.Millisecond)}
+	mid, half := h.clockWindow()
+	if half != 100*time.Millisecond || !mid.Equal(now.Add(2900*time.Millisecond)) {
+		t.Errorf("window %s ± %s", mid.Sub(now), half)
+	}
+	out := "os=debian 12\nclock.start=1796558400000000000\nclock=1796558402000000000\n"
+	p, err := ParseHost(out)
+	if err != nil || p.Clock.Sub(p.started) != 2*time.Second {
+		t.Errorf("parsed start %v end %v: %v", p.started, p.Clock, err)
+	}
+}

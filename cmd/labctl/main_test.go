@@ -157,3 +157,21 @@ func TestVersionAndCompletion(t *testing.T) {
 		}
 	}
 }
+
+// verify reports every check even when no host answers: each SSH login
+// fails on its own line, the API and etcd checks say why, exit 1.
+func TestVerifyOfHostsItCannotReachReportsEachAndFails(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	out, errOut, code := labctl(t, "verify", "-f", "testdata/given-hosts.yaml")
+	if code != 1 || !strings.Contains(errOut, "verify: checks failed") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"FAIL  ssh  kube-srv-1", "FAIL  ssh  kube-srv-3", "no-such-key", "no server's K3s runs", "checks:", "checked in"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, errOut, code := labctl(t, "verify", "-f", "testdata/given-hosts.yaml", "-o", "yaml"); code != 2 {
+		t.Errorf("-o yaml: exit %d %s", code, errOut)
+	}
+}
