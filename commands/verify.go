@@ -296,7 +296,8 @@ func resolveAll(ctx context.Context, s *profiles.Spec, server string) map[string
 			// A DNSError names resolv.conf's server even when another
 			// was dialled: keep its reason only.
 			why := err.Error()
-			if de, ok := err.(*net.DNSError); ok {
+			var de *net.DNSError
+			if errors.As(err, &de) {
 				why = de.Err
 			}
 			out[rec.Name] = facts.DNSAnswer{Err: why}
