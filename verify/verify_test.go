@@ -286,7 +286,7 @@ func TestHostScriptRunsAndParses(t *testing.T) {
 // A real host's output: the K3s part, df, etcd's metric, the probe and
 // certificates are read.
 func TestParseHostReadsEverySection(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "host.out"))
+	raw, err := os.ReadFile(filepath.Join("testdata", "host.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
