@@ -2,6 +2,7 @@ package verify
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -246,7 +247,7 @@ func IngressChecks(s *profiles.Spec, a *facts.API, addrs []string, http map[stri
 			}
 		}
 	}
-	for _, addr := range slices.Sorted(mapsKeys(http)) {
+	for _, addr := range slices.Sorted(maps.Keys(http)) {
 		if why := http[addr]; why != "" {
 			r.add(GroupIngress, "http", addr, Fail, why, "an HTTP answer from Traefik")
 		} else {
@@ -254,16 +255,6 @@ func IngressChecks(s *profiles.Spec, a *facts.API, addrs []string, http map[stri
 		}
 	}
 	return r
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // FluxChecks: flux-system syncs the profile's repository, branch and

@@ -63,7 +63,7 @@ echo "inotify.instances=$(cat /proc/sys/fs/inotify/max_user_instances)"
 		paths = append(paths, dataPath)
 	}
 	for _, p := range paths {
-		fmt.Fprintf(&b, "[ -d %[1]s ] && df -Pk %[1]s | awk 'NR==2 {print \"df.%[2]s=\" $2 \" \" $3 \" \" $4 \" \" $1}'\n", shq(p), p)
+		fmt.Fprintf(&b, "[ -d %[1]s ] && df -Pk %[1]s | awk 'NR==2 {print \"df.%[2]s=\" $2 \" \" $3 \" \" $4 \" \" $1}'\n", k3s.ShellQuote(p), p)
 	}
 	fmt.Fprintf(&b, `if [ -d %[1]s/etcd ]; then
   src=$(findmnt -n -o SOURCE -T %[1]s/etcd 2>/dev/null); echo "etcd.mount=$src $(findmnt -n -o FSTYPE,TARGET -T %[1]s/etcd 2>/dev/null)"
@@ -80,8 +80,6 @@ echo "clock=$(date +%%s%%N)"
 `, k3s.DBDir, metricsURL, probeFile, probeBytes, probeWrites, k3s.DataDir)
 	return b.String()
 }
-
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Disk is one filesystem as df gives it.
 type Disk struct {
