@@ -65,6 +65,12 @@ func schemaOf(t reflect.Type) map[string]any {
 			props[name] = p
 		}
 		return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
+	case t.Kind() == reflect.Map && t.Elem().Kind() == reflect.Interface:
+		value := []any{map[string]any{"type": []string{"string", "number", "boolean"}}}
+		return map[string]any{"type": "object", "additionalProperties": map[string]any{"anyOf": append(value,
+			map[string]any{"type": "array", "items": value[0]})}}
+	case t.Kind() == reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem())}
 	case t.Kind() == reflect.Slice:
 		return map[string]any{"type": "array", "items": schemaOf(t.Elem())}
 	case t.Kind() == reflect.Bool:

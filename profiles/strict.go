@@ -78,6 +78,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		w.walkSecretRef(n, path)
 	case t.Kind() == reflect.Struct:
 		w.walkStruct(n, t, path)
+	case t.Kind() == reflect.Map:
+		w.walkMap(n, t, path)
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			w.add(n, path, "want a list, got %s", describe(n))
@@ -119,6 +121,59 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 		// mapping the value starts a line later.
 		w.pos[sub] = Problem{File: w.fileOf(k), Line: k.Line}
 	}
+}
+
+// walkMap checks a mapping of free keys (K3s options, sysctl names):
+// plain unique keys, and values of the map's element type; an element of
+// type any takes a scalar or a list of scalars, as config files do.
+func (w *walker) walkMap(n *yaml.Node, t reflect.Type, path string) {
+	if n.Kind != yaml.MappingNode {
+		w.add(n, path, "want a mapping, got %s", describe(n))
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if badKey(w, k, path) {
+			continue
+		}
+		sub := path + "." + k.Value
+		if first, dup := seen[k.Value]; dup {
+			w.add(k, sub, "duplicate key (first at line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if t.Elem().Kind() == reflect.Interface {
+			w.walkLoose(v, sub, true)
+		} else {
+			w.walk(v, t.Elem(), sub)
+		}
+		w.pos[sub] = Problem{File: w.fileOf(k), Line: k.Line}
+	}
+}
+
+// walkLoose checks a free value: a plain scalar, or (list) a list of them.
+func (w *walker) walkLoose(n *yaml.Node, path string, list bool) {
+	switch {
+	case n.Kind == yaml.AliasNode:
+		w.add(n, path, "YAML aliases are not supported in profiles; write the value out")
+	case tagged(n):
+		w.add(n, path, "explicit YAML tags (%s) are not supported in profiles; write the value plainly (quote a string)", n.Tag)
+	case n.Kind == yaml.ScalarNode:
+		if n.Tag == "!!int" && !decimalRE.MatchString(n.Value) {
+			w.add(n, path, "%s: write integers in plain decimal (a leading 0 is octal in YAML 1.1, 0x and 0o are bases)", n.Value)
+		}
+		if isNull(n) {
+			w.add(n, path, "want a value, got null")
+		}
+	case n.Kind == yaml.SequenceNode && list:
+		for i, c := range n.Content {
+			w.walkLoose(c, fmt.Sprintf("%s[%d]", path, i), false)
+		}
+	default:
+		w.add(n, path, "want a value or a list of values, got %s", describe(n))
+	}
+	w.pos[path] = Problem{File: w.fileOf(n), Line: n.Line}
 }
 
 func (w *walker) walkSecretRef(n *yaml.Node, path string) {

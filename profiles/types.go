@@ -77,6 +77,15 @@ type K3s struct {
 	InstallScriptURL string `yaml:"installScriptURL,omitempty" json:"installScriptURL,omitempty"`
 	// Airgap installs from local files uploaded to each node instead.
 	Airgap *Airgap `yaml:"airgap,omitempty" json:"airgap,omitempty"`
+	// Config is extra config.yaml keys for every server, with K3s's own
+	// names (disable-helm-controller: true, kubelet-arg, node-taint,
+	// etcd-snapshot-schedule-cron, secrets-encryption, …). Keys labctl
+	// sets from other fields (token, server, node-ip, tls-san, the
+	// CIDRs, disable) are refused with the field that sets them.
+	Config K3sConfig `yaml:"config,omitempty" json:"config,omitempty"`
+	// AgentConfig is extra config.yaml keys for every agent (options of
+	// `k3s agent` only).
+	AgentConfig K3sConfig `yaml:"agentConfig,omitempty" json:"agentConfig,omitempty"`
 }
 
 // Airgap names local files for an install without downloads.

@@ -130,6 +130,11 @@ func (c *checker) k3s(s *Spec) {
 		c.required("spec.k3s.airgap.binary", ag.Binary)
 		c.required("spec.k3s.airgap.installScript", ag.InstallScript)
 	}
+	c.k3sConfig("spec.k3s.config", s.K3s.Config, false)
+	c.k3sConfig("spec.k3s.agentConfig", s.K3s.AgentConfig, true)
+	if len(s.K3s.AgentConfig) > 0 && len(s.Agents()) == 0 && (s.K3d == nil || s.K3d.Agents == 0) {
+		c.add("spec.k3s.agentConfig", "the cluster has no agents")
+	}
 }
 
 func (c *checker) prefix(path, v string) netip.Prefix {
@@ -740,7 +745,7 @@ func hasString(list []string, v string) bool {
 	return false
 }
 
-func sortedKeys(m map[string]bool) []string {
+func sortedKeys[M ~map[string]V, V any](m M) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,7 +101,29 @@ func SimpleConfig(s *profiles.Spec) conf.SimpleConfig {
 			conf.K3sArgWithNodeFilters{Arg: "--cluster-cidr=" + s.K3s.ClusterCIDR, NodeFilters: []string{"server:*"}},
 			conf.K3sArgWithNodeFilters{Arg: "--service-cidr=" + s.K3s.ServiceCIDR, NodeFilters: []string{"server:*"}})
 	}
+	c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs, passthrough(s.K3s.Config, "server:*")...)
+	c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs, passthrough(s.K3s.AgentConfig, "agent:*")...)
 	return c
+}
+
+// passthrough is the profile's extra K3s options as k3d's --k3s-arg:
+// --name for true, --name=value once per value of a list, sorted by name.
+func passthrough(cfg profiles.K3sConfig, filter string) []conf.K3sArgWithNodeFilters {
+	var out []conf.K3sArgWithNodeFilters
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		vals, ok := cfg[k].([]any)
+		if !ok {
+			vals = []any{cfg[k]}
+		}
+		for _, v := range vals {
+			arg := "--" + k
+			if b, isBool := v.(bool); !isBool || !b {
+				arg += "=" + fmt.Sprint(v)
+			}
+			out = append(out, conf.K3sArgWithNodeFilters{Arg: arg, NodeFilters: []string{filter}})
+		}
+	}
+	return out
 }
 
 // withDocker runs fn with DOCKER_HOST, or DOCKER_CONTEXT, set to the

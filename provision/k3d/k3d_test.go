@@ -36,6 +36,25 @@ func TestGoldenSimpleConfigPerK3dProfile(t *testing.T) {
 	}
 }
 
+// The K3s passthrough reaches k3d as --k3s-arg per value, servers' and
+// agents' options on their own nodes.
+func TestPassthroughBecomesK3sArgs(t *testing.T) {
+	l, err := profiles.Loader{}.Load("staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Spec.K3s.Config = profiles.K3sConfig{"disable-helm-controller": true, "kubelet-arg": []any{"max-pods=150", "image-gc-high-threshold=80"}, "etcd-snapshot-retention": 28}
+	l.Spec.K3s.AgentConfig = profiles.K3sConfig{"node-label": "pool=general"}
+	var got []string
+	for _, a := range SimpleConfig(&l.Spec).Options.K3sOptions.ExtraArgs {
+		got = append(got, a.Arg+"@"+strings.Join(a.NodeFilters, ","))
+	}
+	want := "--cluster-cidr=10.42.0.0/16@server:* --service-cidr=10.43.0.0/16@server:* --disable-helm-controller@server:* --etcd-snapshot-retention=28@server:* --kubelet-arg=max-pods=150@server:* --kubelet-arg=image-gc-high-threshold=80@server:* --node-label=pool=general@agent:*"
+	if strings.Join(got, " ") != want {
+		t.Errorf("k3s args:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
 // k3d names its helper images after its version: Version must be the
 // version go.mod builds with.
 func TestVersionIsTheK3dModuleVersion(t *testing.T) {

@@ -9,8 +9,10 @@ package k3s
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,6 +58,9 @@ type Config struct {
 	ServiceCIDR         string   `yaml:"service-cidr,omitempty"`
 	Disable             []string `yaml:"disable,omitempty"`
 	WriteKubeconfigMode string   `yaml:"write-kubeconfig-mode,omitempty"`
+	// Extra is the profile's passthrough (spec.k3s.config on servers,
+	// agentConfig on agents), after labctl's keys, sorted.
+	Extra map[string]any `yaml:",inline"`
 }
 
 // NodeConfig is the config of node n. join is the server it joins; nil
@@ -76,6 +81,9 @@ func NodeConfig(s *profiles.Spec, n profiles.Node, join *profiles.Node) Config {
 		c.ServiceCIDR = s.K3s.ServiceCIDR
 		c.Disable = s.K3s.Disable
 		c.WriteKubeconfigMode = "0600"
+		c.Extra = s.K3s.Config
+	} else {
+		c.Extra = s.K3s.AgentConfig
 	}
 	return c
 }
@@ -134,13 +142,10 @@ func (c Config) Summary() string {
 	if len(c.Disable) > 0 {
 		parts = append(parts, "disable "+strings.Join(c.Disable, ","))
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.Extra)) {
+		parts = append(parts, k+" "+renderValue(c.Extra[k]))
+	}
 	return strings.Join(parts, "; ")
-}
-
-// Critical lists the settings K3s requires to be equal on all servers; a
-// joining server whose values differ is refused by the cluster.
-func (c Config) Critical() string {
-	return fmt.Sprintf("cluster-cidr=%s service-cidr=%s disable=%s", c.ClusterCIDR, c.ServiceCIDR, strings.Join(c.Disable, ","))
 }
 
 // Install is how K3s gets onto a node.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,6 +42,25 @@ func TestGoldenConfigAndInstallPerProductionNode(t *testing.T) {
 	}
 }
 
+// The passthrough is rendered after labctl's own keys, sorted, on the
+// servers (spec.k3s.config) and agents (agentConfig) only; an upgrade's
+// drift names a changed passthrough key.
+func TestGoldenPassthroughConfig(t *testing.T) {
+	l, err := profiles.Loader{}.LoadFile("testdata/passthrough.profile.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &l.Spec
+	golden.Assert(t, "testdata/passthrough-server.config.yaml", NodeConfig(s, s.Nodes[1], &s.Nodes[0]).Render())
+	golden.Assert(t, "testdata/passthrough-agent.config.yaml", NodeConfig(s, s.Agents()[0], &s.Nodes[0]).Render())
+	old := NodeConfig(s, s.Nodes[1], &s.Nodes[0]).Render()
+	s.K3s.Config["kubelet-arg"] = []any{"max-pods=200"}
+	got := fmt.Sprint(ConfigDrift(old, NodeConfig(s, s.Nodes[1], nil)))
+	if got != "[kubelet-arg [max-pods=150,image-gc-high-threshold=80] → [max-pods=200]]" {
+		t.Errorf("drift of a passthrough key: %s", got)
+	}
+}
+
 func TestGoldenAgentAndAirgapInstall(t *testing.T) {
 	s := production(t)
 	agent := profiles.Node{Name: "kube-agent-1", Address: "10.0.40.111", Role: profiles.RoleAgent}
@@ -55,14 +75,32 @@ func TestGoldenAgentAndAirgapInstall(t *testing.T) {
 	golden.Assert(t, "testdata/airgap.install.txt", []byte(b.String()))
 }
 
+// critical is a config's values of the keys every server must share.
+func critical(t *testing.T, c Config) string {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(c.Render(), &m); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, k := range append(slices.Clone(Critical), "tls-san") {
+		fmt.Fprintf(&b, "%s=%s ", k, renderValue(m[k]))
+	}
+	return b.String()
+}
+
 func TestCriticalSettingsAreEqualOnAllServersAndNoSecretIsRendered(t *testing.T) {
 	s := production(t)
 	s.K3s.Disable = []string{"metrics-server"}
+	s.K3s.Config = profiles.K3sConfig{"disable-helm-controller": true, "secrets-encryption": true, "cluster-domain": "lab.internal"}
 	want := NodeConfig(s, s.Nodes[0], nil)
+	if !strings.Contains(critical(t, want), "disable-helm-controller=true") {
+		t.Fatalf("the passthrough's critical keys are not rendered: %s", critical(t, want))
+	}
 	for _, n := range s.Nodes[1:] {
 		c := NodeConfig(s, n, &s.Nodes[0])
-		if c.Critical() != want.Critical() || strings.Join(c.TLSSAN, ",") != strings.Join(want.TLSSAN, ",") {
-			t.Errorf("%s: %s / %v differ from %s / %v", n.Name, c.Critical(), c.TLSSAN, want.Critical(), want.TLSSAN)
+		if critical(t, c) != critical(t, want) {
+			t.Errorf("%s: %s differs from %s", n.Name, critical(t, c), critical(t, want))
 		}
 		if c.ClusterInit {
 			t.Errorf("%s: a joining server must not cluster-init", n.Name)

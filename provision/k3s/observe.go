@@ -165,7 +165,7 @@ func renderValue(v any) string {
 
 // Critical are the config.yaml keys K3s requires to be equal on every
 // server: changing them is a new cluster, not an upgrade.
-var Critical = []string{"cluster-cidr", "service-cidr", "disable"}
+var Critical = profiles.K3sCritical
 
 // JoinOf reads how a node's config.yaml joined the cluster: with
 // cluster-init, or through server (a URL).

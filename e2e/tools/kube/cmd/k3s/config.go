@@ -31,6 +31,14 @@ type config struct {
 	Disable             []string
 	WriteKubeconfigMode string
 	DataDir             string
+	// DisableHelmController is a critical setting (compared on join);
+	// the stand-in has no Helm controller to disable.
+	DisableHelmController bool
+	// KubeletArgs (name=value), NodeLabels and NodeTaints reach the
+	// kubelet as K3s passes them.
+	KubeletArgs []string
+	NodeLabels  []string
+	NodeTaints  []string
 	// ClusterReset and ClusterResetRestorePath: K3s's --cluster-reset
 	// and --cluster-reset-restore-path (command line only, as labctl runs
 	// them).
@@ -72,6 +80,10 @@ func loadConfig(args []string) (*config, error) {
 	fs.Var(listFlag{&c.Disable}, "disable", "")
 	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", c.WriteKubeconfigMode, "")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "")
+	fs.BoolVar(&c.DisableHelmController, "disable-helm-controller", c.DisableHelmController, "")
+	fs.Var(listFlag{&c.KubeletArgs}, "kubelet-arg", "")
+	fs.Var(listFlag{&c.NodeLabels}, "node-label", "")
+	fs.Var(listFlag{&c.NodeTaints}, "node-taint", "")
 	fs.BoolVar(&c.ClusterReset, "cluster-reset", false, "")
 	fs.StringVar(&c.ClusterResetRestorePath, "cluster-reset-restore-path", "", "")
 	if err := fs.Parse(args); err != nil {
@@ -155,7 +167,17 @@ func (c *config) applyFile(b []byte) error {
 			c.WriteKubeconfigMode = str(v)
 		case "data-dir":
 			c.DataDir = str(v)
+		case "disable-helm-controller":
+			c.DisableHelmController, _ = strconv.ParseBool(str(v))
+		case "kubelet-arg":
+			c.KubeletArgs = list(v)
+		case "node-label":
+			c.NodeLabels = list(v)
+		case "node-taint":
+			c.NodeTaints = list(v)
 		default:
+			// K3s knows more options; the stand-in refuses what it does
+			// not model rather than ignore it.
 			return fmt.Errorf("unknown option %q", k)
 		}
 	}
@@ -164,7 +186,11 @@ func (c *config) applyFile(b []byte) error {
 
 // critical are the settings every server must share.
 func (c *config) critical() string {
-	return fmt.Sprintf("cluster-cidr=%s service-cidr=%s disable=%s", c.ClusterCIDR, c.ServiceCIDR, strings.Join(c.Disable, ","))
+	s := fmt.Sprintf("cluster-cidr=%s service-cidr=%s disable=%s", c.ClusterCIDR, c.ServiceCIDR, strings.Join(c.Disable, ","))
+	if c.DisableHelmController {
+		s += " disable-helm-controller=true"
+	}
+	return s
 }
 
 func nowString() string { return time.Now().UTC().Format(time.RFC3339) }

@@ -13,7 +13,9 @@
 // <secret> or the bare secret, a CA-hash or secret mismatch refused; the
 // critical settings (cluster/service CIDR, disabled components) compared
 // on join and a mismatch refused; /etc/rancher/k3s/config.yaml and
-// token-file honoured, unknown keys refused; /etc/rancher/k3s/k3s.yaml
+// token-file honoured (with disable-helm-controller, a critical setting, and
+// kubelet-arg, node-label and node-taint passed to the kubelet), other
+// keys refused; /etc/rancher/k3s/k3s.yaml
 // written 0600 with server https://127.0.0.1:6443; server/token and
 // server/node-token; "k3s is up and running" logged when the API answers.
 // Joining from an address that is still an etcd member fails with etcd's

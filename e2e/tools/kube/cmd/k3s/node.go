@@ -240,13 +240,20 @@ evictionHard: {"imagefs.available": "1%%", "nodefs.available": "1%%", "memory.av
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	labels := []string{"node.kubernetes.io/instance-type=k3s"}
+	labels := append([]string{"node.kubernetes.io/instance-type=k3s"}, a.c.NodeLabels...)
 	bin, err := findBinary(a.c.DataDir, "kubelet")
 	if err != nil {
 		return err
 	}
 	args := []string{"--config=" + path, "--kubeconfig=" + a.kubelet, "--hostname-override=" + a.c.NodeName,
 		"--node-ip=" + a.c.NodeIP, "--node-labels=" + strings.Join(labels, ",")}
+	if len(a.c.NodeTaints) > 0 {
+		args = append(args, "--register-with-taints="+strings.Join(a.c.NodeTaints, ","))
+	}
+	// K3s passes each kubelet-arg as --name=value, after its own flags.
+	for _, ka := range a.c.KubeletArgs {
+		args = append(args, "--"+ka)
+	}
 	logf("level=info msg=%q", "Running kubelet "+strings.Join(args, " "))
 	return spawn(ctx, a.logs(), "kubelet", bin, args, []string{a.binPath()}, exits)
 }
