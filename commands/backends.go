@@ -81,10 +81,6 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		}
 	}
 	w := &wired{Kubeconfig: o.Kubeconfig}
-	dataPath := ""
-	if s.Storage.Longhorn != nil {
-		dataPath = s.Storage.Longhorn.DataPath
-	}
 	stateDir := o.StateDir
 	if stateDir == "" {
 		var err error
@@ -106,12 +102,12 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 			if s.Proxmox != nil {
 				w.VMs = h
 			}
-			w.Hosts, w.K3s, w.Ops, w.Local = offline.Hosts{DataPath: dataPath}, h, h, h
+			w.Hosts, w.K3s, w.Ops, w.Local = offline.Hosts{Spec: s}, h, h, h
 		default:
 			if s.Proxmox != nil {
 				w.VMs = offline.VMs{}
 			}
-			w.Hosts, w.K3s = offline.Hosts{DataPath: dataPath}, offline.K3s{}
+			w.Hosts, w.K3s = offline.Hosts{Spec: s}, offline.K3s{}
 		}
 		if o.Flux {
 			w.Flux = offline.Flux{}
@@ -131,7 +127,7 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 			w.vms, w.VMs = vms, vms
 		}
 		w.pool = remote.NewPool(nil)
-		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, ReplaceHostKeys: o.ReplaceHostKeys, DataPath: dataPath}
+		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, ReplaceHostKeys: o.ReplaceHostKeys, Spec: s}
 		tok := &nodes.Token{Dir: stateDir, Profile: l.Metadata.Name, Ref: s.K3s.TokenRef, Lookup: os.LookupEnv, Redact: w.pool.Redact,
 			Created: func() { fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, stateDir) }}
 		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig, DrainTimeout: o.DrainTimeout}

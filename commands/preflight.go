@@ -39,10 +39,6 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		return err
 	}
 	s := &l.Spec
-	dataPath := "/var/lib/longhorn"
-	if s.Storage.Longhorn != nil {
-		dataPath = s.Storage.Longhorn.DataPath
-	}
 	w, err := e.backends(l, wiring{AcceptNewHostKeys: o.AcceptNewHostKeys, HostsOnly: true})
 	if err != nil {
 		return err
@@ -58,14 +54,14 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		p.Add(plan.Step{
 			ID: "preflight/" + n.Name, Title: "Check host prerequisites", Host: n.Name,
 			Run: func(ctx context.Context, x *plan.Exec) error {
-				facts, err := hosts.Gather(ctx, n, dataPath)
+				facts, err := hosts.Gather(ctx, n)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
 					rep.Error = err.Error()
 					return nil // one unreachable host must not hide the others' results
 				}
-				rep.Findings = prereq.Assess(facts, dataPath)
+				rep.Findings = prereq.Assess(facts, hosts.Want(n))
 				return nil
 			},
 		})

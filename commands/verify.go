@@ -16,6 +16,7 @@ import (
 	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/kube"
+	"github.com/labctl/labctl/provision/prereq"
 	"github.com/labctl/labctl/provision/remote"
 	"github.com/labctl/labctl/verify"
 )
@@ -98,17 +99,13 @@ func verifyNodes(ctx context.Context, s *profiles.Spec, w *wired, o VerifyOption
 			obs.VMs[n.Name] = v
 		}
 	}
-	dataPath := ""
-	if s.Storage.Longhorn != nil {
-		dataPath = s.Storage.Longhorn.DataPath
-	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range s.Nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h, err := readHost(ctx, w, n, dataPath)
+			h, err := readHost(ctx, w, n, prereq.WantFor(s, n))
 			mu.Lock()
 			defer mu.Unlock()
 			var ce *connectError
@@ -189,13 +186,13 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return e.err.Error() }
 
 // readHost runs verify's host script on n, as root, in one command.
-func readHost(ctx context.Context, w *wired, n profiles.Node, dataPath string) (verify.Host, error) {
+func readHost(ctx context.Context, w *wired, n profiles.Node, want prereq.Want) (verify.Host, error) {
 	h, err := w.k3s.Hosts.Host(ctx, n)
 	if err != nil {
 		return verify.Host{}, &connectError{err}
 	}
 	sent := time.Now()
-	res, err := h.Run(ctx, remote.Cmd{Script: verify.HostScript(dataPath), Sudo: true})
+	res, err := h.Run(ctx, remote.Cmd{Script: verify.HostScript(want), Sudo: true})
 	received := time.Now()
 	if err != nil {
 		return verify.Host{}, fmt.Errorf("%s: %w", n.Name, err)

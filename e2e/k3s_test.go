@@ -148,7 +148,7 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	run := func(name string) *plan.Report {
 		pool := remote.NewPool(nil)
 		defer pool.Close()
-		hosts := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, DataPath: l.Spec.Storage.Longhorn.DataPath}
+		hosts := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, Spec: &l.Spec}
 		tok := &nodes.Token{Dir: state, Profile: l.Metadata.Name, Redact: pool.Redact}
 		kb := &nodes.K3s{Hosts: hosts, Spec: &l.Spec, Profile: l.Metadata.Name, Token: tok, Kubeconfig: kc}
 		p, err := flow.Cluster(&l.Profile, flow.Backends{Hosts: hosts, K3s: kb}, flow.Options{Kubeconfig: kc})

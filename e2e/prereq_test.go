@@ -105,7 +105,7 @@ func TestPrerequisitesConvergeAndSecondRunChangesNothing(t *testing.T) {
 		t.Fatalf("preflight on fresh nodes: %v %+v", err, reps)
 	}
 	for _, r := range reps {
-		if status(r, "package open-iscsi") != prereq.Missing || status(r, "data path") != prereq.Missing {
+		if status(r, "package open-iscsi") != prereq.Missing || status(r, "data path") != prereq.Missing || status(r, "journald") != prereq.Missing || status(r, "sysctl fs.inotify.max_user_watches") != prereq.Missing {
 			t.Errorf("%s: fresh node not reported missing: %+v", r.Host, r.Findings)
 		}
 	}
@@ -119,7 +119,7 @@ func TestPrerequisitesConvergeAndSecondRunChangesNothing(t *testing.T) {
 	}
 	run := func() (*plan.Report, []plan.Event, *remote.Pool) {
 		pool := remote.NewPool(nil)
-		b := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, DataPath: l.Spec.Storage.Longhorn.DataPath}
+		b := &nodes.Backend{Pool: pool, SSH: l.Spec.SSH, Spec: &l.Spec}
 		p, err := flow.Prepare(&l.Profile, flow.Backends{Hosts: b}, flow.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -190,6 +190,16 @@ func TestPrerequisitesConvergeAndSecondRunChangesNothing(t *testing.T) {
 	}
 	if status(reps[2], "multipath blacklist") != prereq.OK {
 		t.Error("node-3 multipath blacklist not in place")
+	}
+	// The production profile's tuning: inotify limits live (the kernel's
+	// are the host's, shared by the bed's nodes) and persisted in the
+	// drop-in systemd-sysctl reads at boot; journald on disk.
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		got, err := bed.Exec(ctx, n, "sh", "-c", "cat /proc/sys/fs/inotify/max_user_watches /proc/sys/fs/inotify/max_user_instances; grep -c '^fs.inotify' "+prereq.SysctlFile+"; grep -h '^Storage=\\|^SystemMaxUse=' "+prereq.JournaldFile+"; ls /var/log/journal/*/system.journal | wc -l; journalctl --header -q 2>/dev/null | grep -c 'File path: /var/log/journal' || true")
+		if err != nil || !strings.HasPrefix(got, "524288\n512\n2\nStorage=persistent\nSystemMaxUse=1G\n1\n") {
+			t.Errorf("%s tuning: %q %v", n, got, err)
+		}
+		t.Logf("%s tuning: %q", n, got)
 	}
 	conf, _ := bed.Exec(ctx, "node-3", "cat", "/etc/multipath.conf")
 	if !strings.Contains(conf, prereq.BlacklistLine) {

@@ -59,6 +59,29 @@ type Spec struct {
 	DNS          DNS           `yaml:"dns" json:"dns"`
 	Certificates *Certificates `yaml:"certificates,omitempty" json:"certificates,omitempty"`
 	Flux         Flux          `yaml:"flux" json:"flux"`
+	// Hosts is the tuning of every SSH node, applied with the host
+	// prerequisites and checked by preflight and verify.
+	Hosts *Hosts `yaml:"hosts,omitempty" json:"hosts,omitempty"`
+}
+
+// Hosts is host tuning a cluster of this shape needs.
+type Hosts struct {
+	// Sysctl settings, written to /etc/sysctl.d/90-labctl.conf (Debian
+	// does not always read /etc/sysctl.conf) and applied at once.
+	Sysctl map[string]string `yaml:"sysctl,omitempty" json:"sysctl,omitempty"`
+	// Journald is the journal's storage, through a drop-in under
+	// /etc/systemd/journald.conf.d/.
+	Journald *Journald `yaml:"journald,omitempty" json:"journald,omitempty"`
+	// Packages are Debian packages installed besides Longhorn's.
+	Packages []string `yaml:"packages,omitempty" json:"packages,omitempty"`
+}
+
+// Journald keeps the logs across reboots.
+type Journald struct {
+	// Persistent is Storage=persistent (logs under /var/log/journal).
+	Persistent bool `yaml:"persistent" json:"persistent"`
+	// MaxUse caps the journal on disk (SystemMaxUse), such as 1G.
+	MaxUse string `yaml:"maxUse,omitempty" json:"maxUse,omitempty"`
 }
 
 // K3s is the Kubernetes distribution's settings, identical on every server.

@@ -98,6 +98,7 @@ func validate(p *Profile, locate func(string) (string, int)) []Problem {
 	c.dns(s)
 	c.certificates(s)
 	c.flux(s)
+	c.hosts(s)
 	return c.problems
 }
 
@@ -752,4 +753,39 @@ func sortedKeys[M ~map[string]V, V any](m M) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+var (
+	sysctlKeyRE   = regexp.MustCompile(`^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$`)
+	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 ._:,+-]+$`)
+	debPackageRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	journalSizeRE = regexp.MustCompile(`^[1-9][0-9]*[KMGT]?$`)
+)
+
+func (c *checker) hosts(s *Spec) {
+	h := s.Hosts
+	if h == nil {
+		return
+	}
+	if len(s.Nodes) == 0 {
+		c.add("spec.hosts", "host tuning applies to SSH nodes (spec.nodes); a k3d Docker host is not tuned by labctl yet")
+		return
+	}
+	for _, k := range sortedKeys(h.Sysctl) {
+		at := "spec.hosts.sysctl." + k
+		if !sysctlKeyRE.MatchString(k) {
+			c.add(at, "%q: want a sysctl name such as fs.inotify.max_user_watches", k)
+		}
+		if v := h.Sysctl[k]; !sysctlValueRE.MatchString(v) {
+			c.add(at, "%q: want a plain value (digits, letters, spaces)", v)
+		}
+	}
+	if j := h.Journald; j != nil && j.MaxUse != "" && !journalSizeRE.MatchString(j.MaxUse) {
+		c.add("spec.hosts.journald.maxUse", "%q: want a size such as 500M or 1G", j.MaxUse)
+	}
+	for i, p := range h.Packages {
+		if !debPackageRE.MatchString(p) {
+			c.add(fmt.Sprintf("spec.hosts.packages[%d]", i), "%q is not a Debian package name", p)
+		}
+	}
 }

@@ -50,17 +50,17 @@ const (
 // everything verify checks on a host, in one command: the prerequisites,
 // K3s, the inotify limits, free disk, where etcd's data lives and how
 // fast it writes, the clock and the certificates' expiry.
-func HostScript(dataPath string) string {
+func HostScript(w prereq.Want) string {
 	var b strings.Builder
 	b.WriteString("echo \"clock.start=$(date +%s%N)\"\n")
-	b.WriteString(prereq.GatherScript(dataPath))
+	b.WriteString(prereq.GatherScript(w))
 	b.WriteString(k3s.ObserveScript + "\n")
 	b.WriteString(`echo "inotify.watches=$(cat /proc/sys/fs/inotify/max_user_watches)"
 echo "inotify.instances=$(cat /proc/sys/fs/inotify/max_user_instances)"
 `)
 	paths := []string{"/"}
-	if dataPath != "" {
-		paths = append(paths, dataPath)
+	if w.DataPath != "" {
+		paths = append(paths, w.DataPath)
 	}
 	for _, p := range paths {
 		fmt.Fprintf(&b, "[ -d %[1]s ] && df -Pk %[1]s | awk 'NR==2 {print \"df.%[2]s=\" $2 \" \" $3 \" \" $4 \" \" $1}'\n", k3s.ShellQuote(p), p)
@@ -269,13 +269,13 @@ func (h Host) WALp99() (time.Duration, float64, bool) {
 // HostChecks are the checks of one node's host facts.
 func HostChecks(s *profiles.Spec, n profiles.Node, h Host, now time.Time) Report {
 	var r Report
-	dataPath := ""
-	if s.Storage.Longhorn != nil {
-		dataPath = s.Storage.Longhorn.DataPath
-	}
-	// Preflight's items: what K3s and Longhorn need on the host.
-	if s.Storage.Longhorn != nil {
-		for _, f := range prereq.Assess(h.Prereq, dataPath) {
+	// Preflight's items: what Longhorn needs on the host, and the
+	// profile's tuning.
+	if s.Storage.Longhorn != nil || s.Hosts != nil {
+		for _, f := range prereq.Assess(h.Prereq, prereq.WantFor(s, n)) {
+			if s.Storage.Longhorn == nil && !f.Tuning {
+				continue
+			}
 			st := OK
 			switch f.Status {
 			case prereq.Missing:

@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"math"
 	"os"
@@ -49,6 +50,13 @@ func healthy(s *profiles.Spec) Observed {
 		for _, m := range prereq.Modules {
 			pre["mod."+m] = "loaded"
 		}
+		want := prereq.WantFor(s, n)
+		for k, v := range want.Sysctl {
+			pre["sysctl."+k] = v
+		}
+		pre["sysctl.file"] = base64.StdEncoding.EncodeToString([]byte(want.SysctlConf()))
+		pre["journald.file"] = base64.StdEncoding.EncodeToString([]byte(want.JournaldConf()))
+		pre["journald.persistent"] = "yes"
 		o.Hosts[n.Name] = Host{
 			Prereq: pre,
 			K3s:    facts.K3s{Installed: true, Unit: "k3s", Active: true, Version: s.K3s.Version, HasData: true, Config: k3s.NodeConfig(s, n, nil).Render()},
@@ -142,6 +150,10 @@ func TestEachFaultIsFoundByItsCheckAlone(t *testing.T) {
 		},
 			[]string{"fail Machines/ssh/" + n3}},
 		{"iscsid stopped", func(o *Observed) { host(o, n1, func(h *Host) { h.Prereq["iscsid.active"] = "inactive" }) }, []string{"fail Hosts/iscsid/" + n1}},
+		{"inotify at the kernel's default, live", func(o *Observed) {
+			host(o, n2, func(h *Host) { h.Prereq["sysctl.fs.inotify.max_user_watches"] = "8192" })
+		}, []string{"fail Hosts/sysctl fs.inotify.max_user_watches/" + n2}},
+		{"journal in memory only", func(o *Observed) { host(o, n3, func(h *Host) { h.Prereq["journald.persistent"] = "no" }) }, []string{"fail Hosts/journald/" + n3}},
 		{"K3s version drift", func(o *Observed) { host(o, n2, func(h *Host) { h.K3s.Version = "v1.33.1+k3s1" }) }, []string{"fail K3s/version/" + n2}},
 		{"config.yaml drift", func(o *Observed) {
 			host(o, n3, func(h *Host) { h.K3s.Config = append(h.K3s.Config, []byte("tls-san:\n  - extra.example\n")...) })
@@ -254,7 +266,7 @@ func TestHostScriptRunsAndParses(t *testing.T) {
 		t.Skip("no sh")
 	}
 	data := t.TempDir()
-	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(data)).Output()
+	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(prereq.Want{DataPath: data})).Output()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

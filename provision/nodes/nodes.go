@@ -31,7 +31,10 @@ type Backend struct {
 	// ReplaceHostKeys names nodes whose machines were reinstalled: a
 	// changed host key replaces their known_hosts lines.
 	ReplaceHostKeys []string
-	DataPath        string
+	// Spec, when set, gives each node's prerequisites and tuning
+	// (prereq.WantFor); without it, Longhorn's at DataPath.
+	Spec     *profiles.Spec
+	DataPath string
 	// WaitSSHTimeout bounds WaitSSH (default 5 minutes).
 	WaitSSHTimeout time.Duration
 
@@ -87,12 +90,12 @@ func (b *Backend) ObservePrerequisites(ctx context.Context, n profiles.Node) (fa
 	if err != nil {
 		return facts.Prerequisites{}, err
 	}
-	f, err := prereq.Gather(ctx, runOn(h, nil), b.DataPath)
+	f, err := prereq.Gather(ctx, runOn(h, nil), b.want(n))
 	if err != nil {
 		return facts.Prerequisites{}, fmt.Errorf("%s: %w", n.Name, err)
 	}
 	var out facts.Prerequisites
-	for _, fd := range prereq.Assess(f, b.DataPath) {
+	for _, fd := range prereq.Assess(f, b.want(n)) {
 		if fd.Status == prereq.Warn {
 			out.Warnings = append(out.Warnings, fd.Item+": "+fd.Detail)
 		}
@@ -103,13 +106,13 @@ func (b *Backend) ObservePrerequisites(ctx context.Context, n profiles.Node) (fa
 	}
 	b.facts[n.Name] = f
 	b.mu.Unlock()
-	out.Fixes = fixFacts(prereq.Fixes(f, b.DataPath))
+	out.Fixes = fixFacts(prereq.Fixes(f, b.want(n)))
 	return out, nil
 }
 
 // AssumeFresh is what a machine not made yet lacks: everything.
-func (b *Backend) AssumeFresh(profiles.Node) facts.Prerequisites {
-	return facts.Prerequisites{Fixes: fixFacts(prereq.Fixes(nil, b.DataPath)), Assumed: true}
+func (b *Backend) AssumeFresh(n profiles.Node) facts.Prerequisites {
+	return facts.Prerequisites{Fixes: fixFacts(prereq.Fixes(nil, b.want(n))), Assumed: true}
 }
 
 func fixFacts(fs []prereq.Fix) []facts.Fix {
@@ -131,7 +134,7 @@ func (b *Backend) ApplyPrerequisite(ctx context.Context, n profiles.Node, fix fa
 	b.mu.Lock()
 	f := b.facts[n.Name]
 	b.mu.Unlock()
-	for _, p := range prereq.Fixes(f, b.DataPath) {
+	for _, p := range prereq.Fixes(f, b.want(n)) {
 		if p.Item != fix.Item {
 			continue
 		}
@@ -154,13 +157,23 @@ func runOn(h *remote.Host, output func(stream, line string)) prereq.Run {
 }
 
 // Gather reads node n's prerequisite facts (preflight).
-func (b *Backend) Gather(ctx context.Context, n profiles.Node, dataPath string) (prereq.Facts, error) {
+func (b *Backend) Gather(ctx context.Context, n profiles.Node) (prereq.Facts, error) {
 	h, err := b.Host(ctx, n)
 	if err != nil {
 		return nil, err
 	}
-	return prereq.Gather(ctx, runOn(h, nil), dataPath)
+	return prereq.Gather(ctx, runOn(h, nil), b.Want(n))
 }
+
+// Want is what node n must have.
+func (b *Backend) Want(n profiles.Node) prereq.Want {
+	if b.Spec != nil {
+		return prereq.WantFor(b.Spec, n)
+	}
+	return prereq.Want{DataPath: b.DataPath}
+}
+
+func (b *Backend) want(n profiles.Node) prereq.Want { return b.Want(n) }
 
 // ForgetHostKeys removes the nodes' lines from the profile's known_hosts
 // (their machines are gone; new ones have new keys).

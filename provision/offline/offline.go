@@ -40,7 +40,12 @@ func (VMs) StartVM(context.Context, profiles.Node) error { return ErrOffline }
 func (VMs) DestroyVM(context.Context, profiles.Node) (bool, error) { return false, ErrOffline }
 
 // Hosts answers as fresh machines.
-type Hosts struct{ DataPath string }
+type Hosts struct {
+	// Spec, when set, gives each node's prerequisites and tuning;
+	// without it, Longhorn's at DataPath.
+	Spec     *profiles.Spec
+	DataPath string
+}
 
 // WaitSSH refuses.
 func (Hosts) WaitSSH(context.Context, profiles.Node) error { return ErrOffline }
@@ -51,9 +56,13 @@ func (h Hosts) ObservePrerequisites(_ context.Context, n profiles.Node) (facts.P
 }
 
 // AssumeFresh lists every fix.
-func (h Hosts) AssumeFresh(profiles.Node) facts.Prerequisites {
+func (h Hosts) AssumeFresh(n profiles.Node) facts.Prerequisites {
 	out := facts.Prerequisites{Assumed: true}
-	for _, f := range prereq.Fixes(nil, h.DataPath) {
+	w := prereq.Want{DataPath: h.DataPath}
+	if h.Spec != nil {
+		w = prereq.WantFor(h.Spec, n)
+	}
+	for _, f := range prereq.Fixes(nil, w) {
 		out.Fixes = append(out.Fixes, facts.Fix{Item: f.Item, Desc: f.Desc})
 	}
 	return out

@@ -13,10 +13,89 @@ package prereq
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
+
+	"github.com/labctl/labctl/profiles"
 )
+
+// Want is what a host must have: Longhorn's prerequisites with its data
+// path, and the profile's tuning.
+type Want struct {
+	DataPath string
+	// Sysctl settings (fs.inotify.max_user_watches → 524288).
+	Sysctl map[string]string
+	// Journald, when set, is the journal's storage.
+	Journald *profiles.Journald
+	// Packages are installed besides Longhorn's.
+	Packages []string
+}
+
+// WantFor is what node n of spec must have.
+func WantFor(s *profiles.Spec, n profiles.Node) Want {
+	w := Want{}
+	if s.Storage.Longhorn != nil {
+		w.DataPath = s.Storage.Longhorn.DataPath
+	}
+	if h := s.Hosts; h != nil {
+		w.Sysctl, w.Journald, w.Packages = h.Sysctl, h.Journald, h.Packages
+	}
+	return w
+}
+
+// packages are Longhorn's and the profile's, in that order, once each.
+func (w Want) packages() []string {
+	out := slices.Clone(Packages)
+	for _, p := range w.Packages {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Files labctl writes for the tuning.
+const (
+	SysctlFile   = "/etc/sysctl.d/90-labctl.conf"
+	JournaldFile = "/etc/systemd/journald.conf.d/90-labctl.conf"
+)
+
+// SysctlConf is SysctlFile's text: the settings, sorted.
+func (w Want) SysctlConf() string {
+	var b strings.Builder
+	b.WriteString("# Written by labctl (spec.hosts.sysctl); changes are overwritten on the next run.\n")
+	for _, k := range slices.Sorted(maps.Keys(w.Sysctl)) {
+		fmt.Fprintf(&b, "%s = %s\n", k, w.Sysctl[k])
+	}
+	return b.String()
+}
+
+// JournaldConf is JournaldFile's text.
+func (w Want) JournaldConf() string {
+	j := w.Journald
+	storage := "auto"
+	if j.Persistent {
+		storage = "persistent"
+	}
+	s := "# Written by labctl (spec.hosts.journald); changes are overwritten on the next run.\n[Journal]\nStorage=" + storage + "\n"
+	if j.MaxUse != "" {
+		s += "SystemMaxUse=" + j.MaxUse + "\n"
+	}
+	return s
+}
+
+// journaldSettings are JournaldFile's settings on one line.
+func (w Want) journaldSettings() string {
+	_, body, _ := strings.Cut(w.JournaldConf(), "[Journal]\n")
+	return strings.ReplaceAll(strings.TrimSpace(body), "\n", ", ")
+}
+
+// procSys is where a sysctl key is read and written.
+func procSys(key string) string { return "/proc/sys/" + strings.ReplaceAll(key, ".", "/") }
 
 // Run runs a shell script on a host, as root when sudo is set, and
 // returns its standard output. The package needs nothing else of the
@@ -39,14 +118,25 @@ const BlacklistLine = `devnode "^sd[a-z0-9]+"`
 type Facts map[string]string
 
 // GatherScript prints one key=value per line and changes nothing.
-func GatherScript(dataPath string) string {
+func GatherScript(w Want) string {
+	dataPath := w.DataPath
 	var b strings.Builder
 	b.WriteString(`. /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"
 echo "kernel=$(uname -r)"
 if [ -d "/lib/modules/$(uname -r)" ]; then echo "modules.loadable=yes"; else echo "modules.loadable=no"; fi
 `)
-	for _, p := range Packages {
+	for _, p := range w.packages() {
 		fmt.Fprintf(&b, "echo \"pkg.%s=$(dpkg-query -W -f='${Status}' %s 2>/dev/null)\"\n", p, p)
+	}
+	for _, k := range slices.Sorted(maps.Keys(w.Sysctl)) {
+		fmt.Fprintf(&b, "echo \"sysctl.%s=$(tr '\\t' ' ' < %s 2>/dev/null)\"\n", k, procSys(k))
+	}
+	if len(w.Sysctl) > 0 {
+		fmt.Fprintf(&b, "echo \"sysctl.file=$(base64 -w0 < %s 2>/dev/null)\"\n", SysctlFile)
+	}
+	if w.Journald != nil {
+		fmt.Fprintf(&b, "echo \"journald.file=$(base64 -w0 < %s 2>/dev/null)\"\n", JournaldFile)
+		b.WriteString("if ls /var/log/journal/*/system.journal >/dev/null 2>&1; then echo journald.persistent=yes; else echo journald.persistent=no; fi\n")
 	}
 	for _, m := range Modules {
 		fmt.Fprintf(&b, "if [ -d /sys/module/%s ]; then echo mod.%s=loaded; else echo mod.%s=absent; fi\n", m, m, m)
@@ -62,8 +152,8 @@ if [ -d %s ]; then echo datapath=yes; else echo datapath=no; fi
 }
 
 // Gather reads the host's facts with one command.
-func Gather(ctx context.Context, run Run, dataPath string) (Facts, error) {
-	out, err := run(ctx, GatherScript(dataPath), false)
+func Gather(ctx context.Context, run Run, w Want) (Facts, error) {
+	out, err := run(ctx, GatherScript(w), false)
 	if err != nil {
 		return nil, fmt.Errorf("gather host facts: %w", err)
 	}
@@ -94,6 +184,8 @@ type Finding struct {
 	Item   string `json:"item"`
 	Status Status `json:"status"`
 	Detail string `json:"detail"`
+	// Tuning: the item is the profile's (spec.hosts), not Longhorn's.
+	Tuning bool `json:"tuning,omitempty"`
 }
 
 // kernelCannot explains why a module cannot be loaded, or "".
@@ -105,19 +197,29 @@ func (f Facts) kernelCannot(module string) string {
 }
 
 // Assess turns facts into findings, in a fixed order.
-func Assess(f Facts, dataPath string) []Finding {
+func Assess(f Facts, w Want) []Finding {
+	dataPath := w.DataPath
 	var out []Finding
-	add := func(item string, st Status, detail string) { out = append(out, Finding{item, st, detail}) }
+	add := func(item string, st Status, detail string) {
+		out = append(out, Finding{Item: item, Status: st, Detail: detail})
+	}
+	tuning := func(item string, st Status, detail string) {
+		out = append(out, Finding{Item: item, Status: st, Detail: detail, Tuning: true})
+	}
 	if id, _, _ := strings.Cut(f["os"], " "); id != "debian" && id != "ubuntu" {
 		add("os", Warn, fmt.Sprintf("%s: labctl installs packages with apt on Debian and Ubuntu only", f["os"]))
 	} else {
 		add("os", OK, f["os"])
 	}
-	for _, p := range Packages {
+	for _, p := range w.packages() {
+		put := add
+		if !slices.Contains(Packages, p) {
+			put = tuning
+		}
 		if strings.HasSuffix(f["pkg."+p], "install ok installed") {
-			add("package "+p, OK, "installed")
+			put("package "+p, OK, "installed")
 		} else {
-			add("package "+p, Missing, "not installed")
+			put("package "+p, Missing, "not installed")
 		}
 	}
 	switch {
@@ -158,6 +260,36 @@ func Assess(f Facts, dataPath string) []Finding {
 	} else {
 		add("data path", Missing, dataPath+" does not exist")
 	}
+	if len(w.Sysctl) > 0 {
+		file, _ := base64.StdEncoding.DecodeString(f["sysctl.file"])
+		persisted := string(file) == w.SysctlConf()
+		for _, k := range slices.Sorted(maps.Keys(w.Sysctl)) {
+			live, want := strings.Join(strings.Fields(f["sysctl."+k]), " "), strings.Join(strings.Fields(w.Sysctl[k]), " ")
+			switch {
+			case live == "":
+				tuning("sysctl "+k, Missing, "not readable at "+procSys(k)+" (no such setting on this kernel?)")
+			case live != want:
+				tuning("sysctl "+k, Missing, fmt.Sprintf("%s, want %s", live, want))
+			case !persisted:
+				tuning("sysctl "+k, Missing, live+" now, but "+SysctlFile+" does not persist it for the next boot")
+			default:
+				tuning("sysctl "+k, OK, live+", persisted in "+SysctlFile)
+			}
+		}
+	}
+	if j := w.Journald; j != nil {
+		file, _ := base64.StdEncoding.DecodeString(f["journald.file"])
+		switch {
+		case len(file) == 0:
+			tuning("journald", Missing, JournaldFile+" is absent (want "+w.journaldSettings()+")")
+		case string(file) != w.JournaldConf():
+			tuning("journald", Missing, JournaldFile+" differs from the profile (want "+w.journaldSettings()+")")
+		case j.Persistent && f["journald.persistent"] != "yes":
+			tuning("journald", Missing, "no journal under /var/log/journal: the logs are lost at reboot")
+		default:
+			tuning("journald", OK, w.journaldSettings())
+		}
+	}
 	return out
 }
 
@@ -175,20 +307,21 @@ type Fix struct {
 
 // Fixes lists the changes for every Missing finding. With nil facts (a plan
 // that observed nothing) it lists them all, as for a fresh host.
-func Fixes(f Facts, dataPath string) []Fix {
+func Fixes(f Facts, w Want) []Fix {
+	dataPath := w.DataPath
 	missing := map[string]bool{}
 	if f == nil {
-		for _, it := range allItems() {
+		for _, it := range allItems(w) {
 			missing[it] = true
 		}
 	} else {
-		for _, fd := range Assess(f, dataPath) {
+		for _, fd := range Assess(f, w) {
 			missing[fd.Item] = fd.Status == Missing
 		}
 	}
 	var out []Fix
 	var pkgs []string
-	for _, p := range Packages {
+	for _, p := range w.packages() {
 		if missing["package "+p] {
 			pkgs = append(pkgs, p)
 		}
@@ -219,7 +352,53 @@ func Fixes(f Facts, dataPath string) []Fix {
 	if missing["data path"] {
 		out = append(out, Fix{Item: "data path", Desc: "create the Longhorn data path " + dataPath, Script: "mkdir -p " + shq(dataPath)})
 	}
+	var sysctls []string
+	for _, k := range slices.Sorted(maps.Keys(w.Sysctl)) {
+		if missing["sysctl "+k] {
+			sysctls = append(sysctls, k+"="+w.Sysctl[k])
+		}
+	}
+	if len(sysctls) > 0 {
+		out = append(out, Fix{Item: "sysctl", Desc: fmt.Sprintf("write %s and apply it now (%s)", SysctlFile, strings.Join(sysctls, ", ")), Script: sysctlScript(w)})
+	}
+	if missing["journald"] {
+		out = append(out, Fix{Item: "journald", Desc: fmt.Sprintf("write %s (%s) and restart systemd-journald", JournaldFile, w.journaldSettings()), Script: journaldScript(w)})
+	}
 	return out
+}
+
+// sysctlScript writes the drop-in and applies each setting now, through
+// /proc/sys (systemd-sysctl reads the drop-in at boot); a setting the
+// kernel refuses names itself.
+func sysctlScript(w Want) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -e\nmkdir -p %s\ncat > %s.labctl-new <<'LABCTL'\n%sLABCTL\nmv %s.labctl-new %s\n", path.Dir(SysctlFile), SysctlFile, w.SysctlConf(), SysctlFile, SysctlFile)
+	for _, k := range slices.Sorted(maps.Keys(w.Sysctl)) {
+		fmt.Fprintf(&b, "echo %s > %s || { echo \"sysctl %s: the kernel refused %s\" >&2; exit 1; }\n", shq(w.Sysctl[k]), procSys(k), k, shq(w.Sysctl[k]))
+	}
+	return b.String()
+}
+
+// journaldScript writes the drop-in, restarts journald and, for
+// persistent storage, waits for the journal file on disk.
+func journaldScript(w Want) string {
+	s := fmt.Sprintf("set -e\nmkdir -p %s\ncat > %s <<'LABCTL'\n%sLABCTL\n", path.Dir(JournaldFile), JournaldFile, w.JournaldConf())
+	if w.Journald.Persistent {
+		s += "mkdir -p /var/log/journal\nsystemd-tmpfiles --create --prefix /var/log/journal >/dev/null 2>&1 || true\n"
+	}
+	s += "systemctl restart systemd-journald\n"
+	if w.Journald.Persistent {
+		s += `journalctl --flush >/dev/null 2>&1 || true
+for i in 1 2 3 4 5; do
+  ls /var/log/journal/*/system.journal >/dev/null 2>&1 && exit 0
+  sleep 1
+done
+echo "systemd-journald writes no journal under /var/log/journal:" >&2
+journalctl -u systemd-journald -n 3 --no-pager -o cat >&2
+exit 1
+`
+	}
+	return s
 }
 
 // iscsidScript starts iscsid and checks that it stays up: systemd can
@@ -247,10 +426,16 @@ else
 fi
 systemctl try-reload-or-restart multipathd`
 
-func allItems() []string {
+func allItems(w Want) []string {
 	items := []string{"iscsid", "modules at boot", "multipath blacklist", "data path"}
-	for _, p := range Packages {
+	for _, p := range w.packages() {
 		items = append(items, "package "+p)
+	}
+	for k := range w.Sysctl {
+		items = append(items, "sysctl "+k)
+	}
+	if w.Journald != nil {
+		items = append(items, "journald")
 	}
 	for _, m := range Modules {
 		items = append(items, "module "+m)

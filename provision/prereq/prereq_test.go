@@ -2,6 +2,7 @@ package prereq
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/labctl/labctl/internal/golden"
+	"github.com/labctl/labctl/profiles"
 )
 
 // local runs commands on this machine, so the gather script is exercised
@@ -19,7 +21,7 @@ func local(ctx context.Context, script string, _ bool) (string, error) {
 }
 
 func TestGatherReadsEveryFactOnARealDebianHost(t *testing.T) {
-	f, err := Gather(context.Background(), local, "/var/lib/longhorn")
+	f, err := Gather(context.Background(), local, lh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,12 +33,13 @@ func TestGatherReadsEveryFactOnARealDebianHost(t *testing.T) {
 	if !strings.HasPrefix(f["os"], "debian ") {
 		t.Errorf("os = %q", f["os"])
 	}
-	if got := len(Assess(f, "/var/lib/longhorn")); got != 11 {
+	if got := len(Assess(f, lh)); got != 11 {
 		t.Errorf("%d findings, want 11", got)
 	}
 }
 
 var (
+	lh    = Want{DataPath: "/var/lib/longhorn"}
 	fresh = Facts{"os": "debian 12", "kernel": "6.1.0-18-amd64", "modules.loadable": "yes", "mod.iscsi_tcp": "absent", "mod.dm_crypt": "absent",
 		"multipath.installed": "yes", "multipath.blacklisted": "no", "datapath": "no"}
 	ready = Facts{"os": "debian 12", "kernel": "6.1.0-18-amd64", "modules.loadable": "yes",
@@ -59,19 +62,19 @@ func TestAssessAndFixesPerHostState(t *testing.T) {
 	}{{"fresh", fresh}, {"ready", ready}, {"no-modules", noModules}, {"unobserved", nil}} {
 		fmt.Fprintf(&b, "## %s\n", tc.name)
 		if tc.facts != nil {
-			for _, f := range Assess(tc.facts, "/var/lib/longhorn") {
+			for _, f := range Assess(tc.facts, lh) {
 				fmt.Fprintf(&b, "%-20s %-7s %s\n", f.Item, f.Status, f.Detail)
 			}
 		}
-		for _, fx := range Fixes(tc.facts, "/var/lib/longhorn") {
+		for _, fx := range Fixes(tc.facts, lh) {
 			fmt.Fprintf(&b, "fix: %s (kernel-limited=%v)\n", fx.Desc, fx.KernelLimited)
 		}
 	}
 	golden.Assert(t, "testdata/assess.txt", []byte(b.String()))
-	if n := len(Fixes(ready, "/var/lib/longhorn")); n != 0 {
+	if n := len(Fixes(ready, lh)); n != 0 {
 		t.Errorf("a ready host gets %d fixes", n)
 	}
-	if n := len(Fixes(noModules, "/var/lib/longhorn")); n != 0 {
+	if n := len(Fixes(noModules, lh)); n != 0 {
 		t.Errorf("kernel limits are warnings, not fixes: got %d fixes", n)
 	}
 }
@@ -91,4 +94,57 @@ func TestKernelLimitedFixFailureIsAWarningWithTheCause(t *testing.T) {
 	if errors.As(err, &kw) || err == nil {
 		t.Fatalf("an ordinary failure must stay an error: %v", err)
 	}
+}
+
+var tuned = Want{DataPath: "/var/lib/longhorn",
+	Sysctl:   map[string]string{"fs.inotify.max_user_watches": "524288", "fs.inotify.max_user_instances": "512"},
+	Journald: &profiles.Journald{Persistent: true, MaxUse: "1G"}, Packages: []string{"htop", "open-iscsi"}}
+
+// The tuning is read with the prerequisites (a real shell reads this
+// machine's /proc/sys), judged live and persisted, and its fixes and
+// files are pinned.
+func TestTuningAssessFixesAndFiles(t *testing.T) {
+	f, err := Gather(context.Background(), local, tuned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"sysctl.fs.inotify.max_user_watches", "sysctl.fs.inotify.max_user_instances", "sysctl.file", "journald.file", "journald.persistent", "pkg.htop"} {
+		if _, ok := f[k]; !ok {
+			t.Errorf("fact %s missing", k)
+		}
+	}
+	if v := f["sysctl.fs.inotify.max_user_watches"]; v == "" || strings.ContainsAny(v, " \t") {
+		t.Errorf("max_user_watches read as %q", v)
+	}
+	enc := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	low := Facts{"sysctl.fs.inotify.max_user_watches": "8192", "sysctl.fs.inotify.max_user_instances": "128", "journald.persistent": "no", "pkg.htop": ""}
+	live := Facts{"sysctl.fs.inotify.max_user_watches": "524288", "sysctl.fs.inotify.max_user_instances": "512", "journald.persistent": "no"}
+	done := Facts{"sysctl.fs.inotify.max_user_watches": "524288", "sysctl.fs.inotify.max_user_instances": "512", "sysctl.file": enc(tuned.SysctlConf()),
+		"journald.file": enc(tuned.JournaldConf()), "journald.persistent": "yes", "pkg.htop": "install ok installed"}
+	var b strings.Builder
+	for _, tc := range []struct {
+		name  string
+		facts Facts
+	}{{"kernel defaults", low}, {"live but not persisted", live}, {"tuned", done}, {"unobserved", nil}} {
+		fmt.Fprintf(&b, "## %s\n", tc.name)
+		if tc.facts != nil {
+			for _, f := range Assess(tc.facts, tuned) {
+				if f.Tuning {
+					fmt.Fprintf(&b, "%-36s %-7s %s\n", f.Item, f.Status, f.Detail)
+				}
+			}
+		}
+		for _, fx := range Fixes(tc.facts, tuned) {
+			if fx.Item == "sysctl" || fx.Item == "journald" || fx.Item == "packages" {
+				fmt.Fprintf(&b, "fix: %s\n", fx.Desc)
+			}
+		}
+	}
+	b.WriteString("## " + SysctlFile + "\n" + tuned.SysctlConf() + "## " + JournaldFile + "\n" + tuned.JournaldConf())
+	for _, fx := range Fixes(nil, tuned) {
+		if fx.Item == "sysctl" || fx.Item == "journald" {
+			b.WriteString("## fix " + fx.Item + "\n" + fx.Script + "\n")
+		}
+	}
+	golden.Assert(t, "testdata/tuning.txt", []byte(b.String()))
 }
