@@ -28,6 +28,7 @@ import (
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3s"
 	"github.com/labctl/labctl/provision/nodes"
+	"github.com/labctl/labctl/provision/prereq"
 	"github.com/labctl/labctl/provision/remote"
 )
 
@@ -75,7 +76,8 @@ func k3sNodes(t *testing.T, ctx context.Context, ips []string) func(user, extra 
 }
 
 // k3sNodesWithAgents is k3sNodes whose nodes after the first servers are
-// agents.
+// agents. The profile's k3s mapping is a block: extra lines indented by
+// four spaces add to it, by two to spec.
 func k3sNodesWithAgents(t *testing.T, ctx context.Context, ips []string, servers int) func(user, extra string) string {
 	t.Helper()
 	bin, err := testbed.BuildKube(ctx, testbed.CacheDir(), func(f string, a ...any) { t.Logf(f, a...) })
@@ -96,7 +98,7 @@ func k3sNodesWithAgents(t *testing.T, ctx context.Context, ips []string, servers
 	return func(user, extra string) string {
 		f := e2eProfileRoles(t, ips, user, servers)
 		text, _ := os.ReadFile(f)
-		text = append(text, []byte("  k3s: {version: v1.34.4+k3s1, installScriptURL: "+url+"}\n"+extra)...)
+		text = append(text, []byte("  k3s:\n    version: v1.34.4+k3s1\n    installScriptURL: "+url+"\n"+extra)...)
 		if err := os.WriteFile(f, text, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -124,6 +126,39 @@ func readyServers(t *testing.T, ctx context.Context, cs *kubernetes.Clientset) [
 	return ready
 }
 
+// homelabK3s is the k3s settings of a real homelab profile, under spec.k3s.
+const homelabK3s = `    etcdMount: ` + testbed.EtcdDisk + `
+    config:
+      disable-helm-controller: true
+      kubelet-arg: [max-pods=150]
+`
+
+// homelabSettingsInPlace checks homelabK3s and production's tuning on
+// the nodes: config.yaml carries the passthrough and the kubelet obeys
+// it; etcd's data is on its disk, recorded in fstab, K3s waits for it;
+// the inotify limits are live and persisted; the journal is on disk.
+func homelabSettingsInPlace(t *testing.T, ctx context.Context, cs *kubernetes.Clientset, names []string) {
+	t.Helper()
+	for _, n := range names {
+		cfg, _ := bed.Exec(ctx, n, "cat", k3s.ConfigPath)
+		if !strings.Contains(cfg, "disable-helm-controller: true\n") || !strings.Contains(cfg, "kubelet-arg:\n    - max-pods=150\n") {
+			t.Errorf("%s: config.yaml lacks the passthrough:\n%s", n, cfg)
+		}
+		node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil || node.Status.Capacity.Pods().Value() != 150 {
+			t.Errorf("%s: the kubelet's pod capacity is not max-pods=150: %v %v", n, node.Status.Capacity.Pods(), err)
+		}
+		got, err := bed.Exec(ctx, n, "sh", "-c", `findmnt -n -o SOURCE,FSTYPE -T `+k3s.DBDir+`/etcd | tr -s ' '; test -d `+testbed.EtcdDisk+`/k3s-db/etcd/member && echo member-on-disk
+grep -c ' `+k3s.DBDir+` none bind' /etc/fstab; grep -h RequiresMountsFor /etc/systemd/system/k3s.service.d/*.conf
+cat /proc/sys/fs/inotify/max_user_watches; grep -c '^fs.inotify' `+prereq.SysctlFile+`; ls /var/log/journal/*/system.journal | wc -l`)
+		want := "tmpfs[/k3s-db] tmpfs\nmember-on-disk\n1\nRequiresMountsFor=" + k3s.DBDir + "\n524288\n2\n1"
+		if err != nil || got != want {
+			t.Errorf("%s: etcd disk, sysctl and journald:\n got %q\nwant %q (%v)", n, got, want, err)
+		}
+	}
+	t.Logf("%s: config.yaml passthrough, max-pods 150, etcd on %s (fstab, K3s waits for it), inotify 524288 persisted, journal on disk", strings.Join(names, ","), testbed.EtcdDisk)
+}
+
 // TestClusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
 // real flow (prerequisites → inspect → cluster-init → joins one at a time
 // → kubeconfig) over SSH on three fresh bed nodes, installing the K3s
@@ -133,7 +168,9 @@ func readyServers(t *testing.T, ctx context.Context, cs *kubernetes.Clientset) [
 func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	file := k3sNodes(t, ctx, []string{"172.30.20.51", "172.30.20.52", "172.30.20.53"})("root", "")
+	// The profile a real homelab writes: production's tuning (inotify,
+	// journald), Flux owning Helm, a kubelet setting, etcd on its disk.
+	file := k3sNodes(t, ctx, []string{"172.30.20.51", "172.30.20.52", "172.30.20.53"})("root", homelabK3s)
 	l, err := profiles.Loader{}.LoadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +244,7 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	if strings.Contains(cfgYAML, "cluster-init") || !strings.Contains(cfgYAML, "server: https://172.30.20.51:6443") {
 		t.Errorf("node-2 config.yaml:\n%s", cfgYAML)
 	}
+	homelabSettingsInPlace(t, ctx, cs, []string{"node-1", "node-2", "node-3"})
 
 	second := run("second")
 	if second.Changes() != 0 {
@@ -273,6 +311,14 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 			t.Errorf("%s after destroy: %q %v", n, got, err)
 		}
 	}
+	// etcd's disk is wiped with K3s; its fstab line stays, like the
+	// other prerequisites.
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		got, err := bed.Exec(ctx, n, "sh", "-c", "ls -A "+testbed.EtcdDisk+"/k3s-db | wc -l; grep -c ' "+k3s.DBDir+" none bind' /etc/fstab; findmnt -n "+k3s.DBDir+" || echo not-mounted")
+		if got != "0\n1\nnot-mounted" {
+			t.Errorf("%s: etcd disk after destroy: %q %v", n, got, err)
+		}
+	}
 	if has, _ := kubeconfigHas(kc, "production-e2e"); has {
 		t.Error("context production-e2e left in the kubeconfig")
 	}
@@ -318,6 +364,21 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	if c := changesOn(events); len(c) != 0 {
 		t.Errorf("the refused rebuild changed %v", c)
 	}
+	// The reinstalled machine's root disk holds an old etcd (restored
+	// from a backup, say): labctl will not mount the etcd disk over it,
+	// names the path and what to do, and the rebuild resumes once the
+	// operator has moved it.
+	if out, err := bed.Exec(ctx, "node-3", "sh", "-c", "mkdir -p "+k3s.DBDir+"/etcd/member && touch "+k3s.DBDir+"/etcd/member/wal"); err != nil {
+		t.Fatalf("old etcd data on node-3: %v %s", err, out)
+	}
+	_, _, err = rebuild(true)
+	if err == nil || !strings.Contains(err.Error(), k3s.DBDir+" already holds etcd") || !strings.Contains(err.Error(), "mounting over it would hide a live etcd database") {
+		t.Fatalf("rebuild over old etcd data on the root disk: %v", err)
+	}
+	t.Logf("refused over old etcd data: %v", err)
+	if out, err := bed.Exec(ctx, "node-3", "sh", "-c", "rm -rf "+k3s.DBDir+"; findmnt -n "+k3s.DBDir+" || echo not-mounted"); err != nil || out != "not-mounted" {
+		t.Fatalf("node-3 after the refusal: %q %v", out, err)
+	}
 	rout, _, err := rebuild(true)
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +397,7 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	if ready := readyServers(t, ctx, cs); strings.Join(ready, ",") != "node-1,node-2,node-3" {
 		t.Errorf("Ready servers after rebuilding node-3: %v", ready)
 	}
+	homelabSettingsInPlace(t, ctx, cs, []string{"node-3"})
 	wall, critical := wallAndCritical(t, rout)
 	t.Logf("rebuild of a given host: wall %s, critical path %s", wall, critical)
 }

@@ -106,6 +106,11 @@ type K3s struct {
 	// sets from other fields (token, server, node-ip, tls-san, the
 	// CIDRs, disable) are refused with the field that sets them.
 	Config K3sConfig `yaml:"config,omitempty" json:"config,omitempty"`
+	// EtcdMount is the mount point of the disk meant for etcd (an SSD,
+	// not the SD card or eMMC the node boots from), named, never
+	// discovered: labctl keeps K3s's server/db there, bind-mounted from
+	// <etcdMount>/k3s-db before K3s first starts and recorded in fstab.
+	EtcdMount string `yaml:"etcdMount,omitempty" json:"etcdMount,omitempty"`
 	// AgentConfig is extra config.yaml keys for every agent (options of
 	// `k3s agent` only).
 	AgentConfig K3sConfig `yaml:"agentConfig,omitempty" json:"agentConfig,omitempty"`

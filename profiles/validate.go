@@ -131,6 +131,16 @@ func (c *checker) k3s(s *Spec) {
 		c.required("spec.k3s.airgap.binary", ag.Binary)
 		c.required("spec.k3s.airgap.installScript", ag.InstallScript)
 	}
+	if m := s.K3s.EtcdMount; m != "" {
+		switch {
+		case !hostPathRE.MatchString(m) || path.Clean(m) != m:
+			c.add("spec.k3s.etcdMount", "%q: want an absolute, clean path such as /mnt/etcd", m)
+		case m == "/" || strings.HasPrefix(m+"/", "/var/lib/rancher/") || strings.HasPrefix(m+"/", "/etc/") || strings.HasPrefix(m+"/", "/proc/"):
+			c.add("spec.k3s.etcdMount", "%q: want the mount point of a disk of its own, outside K3s's and the system's directories", m)
+		case s.K3d != nil:
+			c.add("spec.k3s.etcdMount", "a k3d cluster's etcd lives in its node containers; etcdMount applies to SSH nodes")
+		}
+	}
 	c.k3sConfig("spec.k3s.config", s.K3s.Config, false)
 	c.k3sConfig("spec.k3s.agentConfig", s.K3s.AgentConfig, true)
 	if len(s.K3s.AgentConfig) > 0 && len(s.Agents()) == 0 && (s.K3d == nil || s.K3d.Agents == 0) {

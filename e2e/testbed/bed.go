@@ -179,6 +179,10 @@ rm -f /tmp/key /root/.ssh/authorized_keys`, user)
 	return b.startNode(ctx, name, ip, strings.Join(keys, "\n")+"\n", install)
 }
 
+// EtcdDisk is where every node has a filesystem of its own (a tmpfs
+// standing in for an SSD) for spec.k3s.etcdMount.
+const EtcdDisk = "/mnt/etcd-disk"
+
 // startNode runs the container, waits for systemd, writes keys to /tmp/key
 // and runs install, then reads the host key and waits for sshd.
 func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*Node, error) {
@@ -197,6 +201,9 @@ func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*N
 		"--network", b.Network, "--ip", ip,
 		"--add-host", "deb.debian.org:"+mirror[0],
 		"--tmpfs", "/run", "--tmpfs", "/run/lock",
+		// A disk of its own for etcd, as a node's SSD beside the SD
+		// card it boots from (spec.k3s.etcdMount).
+		"--tmpfs", EtcdDisk+":size=1g,mode=0755",
 		"--stop-signal", "SIGRTMIN+3", // systemd's clean shutdown
 		b.Image); err != nil {
 		return nil, err

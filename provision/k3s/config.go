@@ -34,12 +34,22 @@ const (
 
 // UninstallScript removes K3s with its own uninstall scripts (the server's
 // or the agent's, whichever the install left) and any server data left
-// behind by a failed install; the host's other packages stay.
+// behind by a failed install; the host's other packages stay. With etcd
+// on a disk of its own (an fstab bind line for DBDir, written by labctl),
+// the bind is undone first, as K3s's killall does, and the data on that
+// disk is wiped too: a later install must not find the old database; the
+// fstab line stays, like the other prerequisites.
 const UninstallScript = `set -e
+src=$(awk '$2 == "` + DBDir + `" && $3 == "none" { print $1 }' /etc/fstab 2>/dev/null)
+if mountpoint -q ` + DBDir + ` 2>/dev/null; then
+  systemctl stop k3s 2>/dev/null || true
+  umount ` + DBDir + `
+fi
 for s in k3s-uninstall.sh k3s-agent-uninstall.sh; do
   if [ -x /usr/local/bin/$s ]; then /usr/local/bin/$s; fi
 done
 rm -rf ` + DBDir + `
+if [ -n "$src" ] && [ -d "$src" ]; then find "$src" -mindepth 1 -delete; fi
 if [ -x ` + BinaryPath + ` ] || [ -d /etc/rancher/k3s ]; then echo "K3s still present after its uninstall script" >&2; exit 1; fi`
 
 // SupervisorPort is where servers serve the API and joining nodes connect.

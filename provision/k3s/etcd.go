@@ -344,9 +344,18 @@ func ClusterResetScript(restorePath string) string {
 
 // MoveServerDBScript moves a server's etcd data aside with the time in
 // its name: K3s's restore asks for it to be backed up and removed on
-// every server that rejoins.
+// every server that rejoins. When DBDir is the bind mount of etcd's own
+// disk (its fstab line), the data moves aside on that disk, beside the
+// mount's source, and DBDir stays mounted (a mount point cannot move).
 const MoveServerDBScript = `set -e
-if [ -d ` + DBDir + ` ]; then mv ` + DBDir + ` ` + DBDir + `-before-restore-$(date +%Y%m%d-%H%M%S); fi`
+ts=$(date +%Y%m%d-%H%M%S)
+src=$(awk '$2 == "` + DBDir + `" && $3 == "none" { print $1 }' /etc/fstab 2>/dev/null)
+if [ -n "$src" ] && mountpoint -q ` + DBDir + `; then
+  mkdir -p "$src-before-restore-$ts"
+  find "$src" -mindepth 1 -maxdepth 1 -exec mv -t "$src-before-restore-$ts" {} +
+elif [ -d ` + DBDir + ` ]; then
+  mv ` + DBDir + ` ` + DBDir + `-before-restore-$ts
+fi`
 
 // SnapshotListScript lists a server's snapshot files: name, size and
 // modification time, one per line.

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl/profiles"
+	"github.com/labctl/labctl/provision/k3s"
 )
 
 // Want is what a host must have: Longhorn's prerequisites with its data
@@ -33,6 +34,9 @@ type Want struct {
 	Journald *profiles.Journald
 	// Packages are installed besides Longhorn's.
 	Packages []string
+	// EtcdMount (servers) is the mount point whose k3s-db directory is
+	// bind-mounted at K3s's server/db (spec.k3s.etcdMount).
+	EtcdMount string
 }
 
 // WantFor is what node n of spec must have.
@@ -44,7 +48,36 @@ func WantFor(s *profiles.Spec, n profiles.Node) Want {
 	if h := s.Hosts; h != nil {
 		w.Sysctl, w.Journald, w.Packages = h.Sysctl, h.Journald, h.Packages
 	}
+	if n.Role == profiles.RoleServer {
+		w.EtcdMount = s.K3s.EtcdMount
+	}
 	return w
+}
+
+// The etcd mount: K3s's server/db (etcd's data, its snapshots and
+// K3s's reset flag) bind-mounted from a directory on the named disk.
+// Not server/db/etcd itself: K3s's own restore renames that directory
+// (etcd-old-<time>), which the kernel refuses for a mount point.
+const (
+	EtcdTarget = k3s.DBDir
+	etcdSubdir = "k3s-db"
+	// EtcdUnitDropIn makes K3s wait for the mount at boot: a K3s that
+	// started on an empty directory of the root disk would begin a new
+	// etcd there.
+	EtcdUnitDropIn = "/etc/systemd/system/k3s.service.d/90-labctl-etcd-mount.conf"
+)
+
+// EtcdSource is the directory on the etcd disk.
+func (w Want) EtcdSource() string { return path.Join(w.EtcdMount, etcdSubdir) }
+
+// EtcdFstabLine records the bind mount; the disk's own line must come
+// first, which x-systemd.requires-mounts-for makes explicit.
+func (w Want) EtcdFstabLine() string {
+	return fmt.Sprintf("%s %s none bind,x-systemd.requires-mounts-for=%s 0 0", w.EtcdSource(), EtcdTarget, w.EtcdMount)
+}
+
+func (w Want) etcdDropIn() string {
+	return "# Written by labctl (spec.k3s.etcdMount).\n[Unit]\nRequiresMountsFor=" + EtcdTarget + "\n"
 }
 
 // packages are Longhorn's and the profile's, in that order, once each.
@@ -133,6 +166,15 @@ if [ -d "/lib/modules/$(uname -r)" ]; then echo "modules.loadable=yes"; else ech
 	}
 	if len(w.Sysctl) > 0 {
 		fmt.Fprintf(&b, "echo \"sysctl.file=$(base64 -w0 < %s 2>/dev/null)\"\n", SysctlFile)
+	}
+	if w.EtcdMount != "" {
+		fmt.Fprintf(&b, `M=%s S=%s T=%s
+if mountpoint -q "$M"; then echo "etcdmount.mounted=yes $(findmnt -n -o SOURCE,FSTYPE "$M" | tr -s ' ')"; else echo etcdmount.mounted=no; fi
+if [ -d "$T" ] && [ -d "$S" ] && [ "$(stat -c %%d:%%i "$T")" = "$(stat -c %%d:%%i "$S")" ]; then echo etcdmount.bound=yes; else echo etcdmount.bound=no; fi
+if [ -d "$T" ] && [ -n "$(ls -A "$T" 2>/dev/null)" ]; then echo "etcdmount.target=$(ls -A "$T" | head -n 5 | tr '\n' ' ')"; fi
+if grep -qxF %s /etc/fstab 2>/dev/null; then echo etcdmount.fstab=yes; else echo etcdmount.fstab=no; fi
+if grep -qxF 'RequiresMountsFor=%s' %s 2>/dev/null; then echo etcdmount.unit=yes; else echo etcdmount.unit=no; fi
+`, shq(w.EtcdMount), shq(w.EtcdSource()), EtcdTarget, shq(w.EtcdFstabLine()), EtcdTarget, EtcdUnitDropIn)
 	}
 	if w.Journald != nil {
 		fmt.Fprintf(&b, "echo \"journald.file=$(base64 -w0 < %s 2>/dev/null)\"\n", JournaldFile)
@@ -277,6 +319,21 @@ func Assess(f Facts, w Want) []Finding {
 			}
 		}
 	}
+	if w.EtcdMount != "" {
+		mounted, disk, _ := strings.Cut(f["etcdmount.mounted"], " ")
+		switch {
+		case mounted != "yes":
+			tuning("etcd data mount", Missing, w.EtcdMount+" is not a mount point: mount the disk meant for etcd there first (labctl never picks a disk)")
+		case f["etcdmount.bound"] != "yes" && f["etcdmount.target"] != "":
+			tuning("etcd data mount", Missing, fmt.Sprintf("%s already holds %s and is not %s: labctl will not mount over it (it would hide a live etcd database)", EtcdTarget, strings.TrimSpace(f["etcdmount.target"]), w.EtcdSource()))
+		case f["etcdmount.bound"] != "yes":
+			tuning("etcd data mount", Missing, fmt.Sprintf("%s is not bind-mounted from %s (%s)", EtcdTarget, w.EtcdSource(), disk))
+		case f["etcdmount.fstab"] != "yes" || f["etcdmount.unit"] != "yes":
+			tuning("etcd data mount", Missing, fmt.Sprintf("%s is mounted from %s now, but /etc/fstab or K3s's unit does not keep it so at boot", EtcdTarget, w.EtcdSource()))
+		default:
+			tuning("etcd data mount", OK, fmt.Sprintf("%s from %s (%s), in /etc/fstab, K3s waits for it", EtcdTarget, w.EtcdSource(), disk))
+		}
+	}
 	if j := w.Journald; j != nil {
 		file, _ := base64.StdEncoding.DecodeString(f["journald.file"])
 		switch {
@@ -361,6 +418,9 @@ func Fixes(f Facts, w Want) []Fix {
 	if len(sysctls) > 0 {
 		out = append(out, Fix{Item: "sysctl", Desc: fmt.Sprintf("write %s and apply it now (%s)", SysctlFile, strings.Join(sysctls, ", ")), Script: sysctlScript(w)})
 	}
+	if missing["etcd data mount"] {
+		out = append(out, Fix{Item: "etcd data mount", Desc: fmt.Sprintf("bind-mount %s at %s, record it in /etc/fstab, and have K3s wait for it at boot", w.EtcdSource(), EtcdTarget), Script: etcdMountScript(w)})
+	}
 	if missing["journald"] {
 		out = append(out, Fix{Item: "journald", Desc: fmt.Sprintf("write %s (%s) and restart systemd-journald", JournaldFile, w.journaldSettings()), Script: journaldScript(w)})
 	}
@@ -377,6 +437,35 @@ func sysctlScript(w Want) string {
 		fmt.Fprintf(&b, "echo %s > %s || { echo \"sysctl %s: the kernel refused %s\" >&2; exit 1; }\n", shq(w.Sysctl[k]), procSys(k), k, shq(w.Sysctl[k]))
 	}
 	return b.String()
+}
+
+// etcdMountScript binds the etcd disk's directory at K3s's server/db;
+// it refuses a mount point that is not one, and a target that already
+// holds data (mounting over it would hide a live database).
+func etcdMountScript(w Want) string {
+	return fmt.Sprintf(`set -e
+M=%[1]s S=%[2]s T=%[3]s
+mountpoint -q "$M" || { echo "$M is not a mount point: mount the disk meant for etcd there first (labctl never picks a disk)" >&2; exit 1; }
+mkdir -p "$S" "$T"
+chmod 700 "$S"
+if [ "$(stat -c %%d:%%i "$T")" != "$(stat -c %%d:%%i "$S")" ]; then
+  if [ -n "$(ls -A "$T")" ]; then
+    echo "$T already holds $(ls -A "$T" | head -n 5 | tr '
+' ' ')and is not $S: mounting over it would hide a live etcd database. To move it: systemctl stop k3s; cp -a $T/. $S/; rm -rf $T/*; then run labctl again" >&2
+    exit 1
+  fi
+  mount --bind "$S" "$T"
+fi
+line=%[4]s
+if ! grep -qxF "$line" /etc/fstab; then
+  grep -v " $T none bind" /etc/fstab > /etc/fstab.labctl-new || true
+  echo "$line" >> /etc/fstab.labctl-new
+  cat /etc/fstab.labctl-new > /etc/fstab && rm /etc/fstab.labctl-new
+fi
+mkdir -p %[5]s
+cat > %[6]s <<'LABCTL'
+%[7]sLABCTL
+systemctl daemon-reload`, shq(w.EtcdMount), shq(w.EtcdSource()), EtcdTarget, shq(w.EtcdFstabLine()), path.Dir(EtcdUnitDropIn), EtcdUnitDropIn, w.etcdDropIn())
 }
 
 // journaldScript writes the drop-in, restarts journald and, for
@@ -436,6 +525,9 @@ func allItems(w Want) []string {
 	}
 	if w.Journald != nil {
 		items = append(items, "journald")
+	}
+	if w.EtcdMount != "" {
+		items = append(items, "etcd data mount")
 	}
 	for _, m := range Modules {
 		items = append(items, "module "+m)
