@@ -7,6 +7,8 @@ VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || ech
 LDFLAGS       := -s -w -X main.version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(BIN)/actionlint-$(ACTIONLINT_VERSION)
 # Packages whose tests compare with golden files under testdata/.
 GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/... ./provision/prereq/... ./provision/k3s/... ./provision/kubeconfig/... ./provision/k3d/...
 
@@ -43,10 +45,17 @@ test-deps:
 vet:
 	$(GO) vet ./...
 
-## lint: gofmt and golangci-lint (installed into ./bin on first use)
-lint: $(GOLANGCI_LINT)
+## lint: gofmt, golangci-lint and actionlint on the users' workflows
+## (both installed into ./bin on first use)
+lint: $(GOLANGCI_LINT) $(ACTIONLINT)
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GOLANGCI_LINT) run ./...
+	$(ACTIONLINT) .github/workflows/*.yaml
+
+$(ACTIONLINT):
+	mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	mv $(BIN)/actionlint $@
 
 $(GOLANGCI_LINT):
 	mkdir -p $(BIN)

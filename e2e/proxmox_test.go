@@ -96,8 +96,10 @@ kind: Profile
 metadata: {name: production-e2e}
 extends: production
 spec:
-  k3s: {version: v1.34.4+k3s1, installScriptURL: %s}
-  network: {subnet: %s, gateway: %s, nameservers: [%s]}
+  k3s:
+    version: v1.34.4+k3s1
+    installScriptURL: %s
+`+homelabK3s+`  network: {subnet: %s, gateway: %s, nameservers: [%s]}
   nodes:
 %s  ssh: {user: ronald, port: 22, identityFiles: [%s], knownHostsFile: %s}
   proxmox:
@@ -263,6 +265,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 			t.Errorf("%s: open-iscsi, data path, root without keys: %q %v", n, got, err)
 		}
 	}
+	homelabSettingsInPlace(t, ctx, cs, []string{"kube-srv-1", "kube-srv-2", "kube-srv-3"})
 
 	// Flux. The deploy key labctl generates is not known to the forge yet.
 	opts.NoFlux = false

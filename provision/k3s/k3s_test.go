@@ -366,3 +366,11 @@ func TestClusterTokenRefusesSymlinksAndOneTokenWinsARace(t *testing.T) {
 		t.Errorf("state holds %d files (temporary files left?)", len(entries))
 	}
 }
+
+// The scripts that remove a server's data are pinned: they undo the etcd
+// disk's bind mount (a mount point cannot be moved or removed) and wipe
+// or keep aside the data on that disk.
+func TestGoldenDataRemovalScripts(t *testing.T) {
+	golden.Assert(t, "testdata/uninstall.sh", []byte(UninstallScript+"\n"))
+	golden.Assert(t, "testdata/move-db-before-restore.sh", []byte(MoveServerDBScript+"\n"))
+}

@@ -450,8 +450,7 @@ mkdir -p "$S" "$T"
 chmod 700 "$S"
 if [ "$(stat -c %%d:%%i "$T")" != "$(stat -c %%d:%%i "$S")" ]; then
   if [ -n "$(ls -A "$T")" ]; then
-    echo "$T already holds $(ls -A "$T" | head -n 5 | tr '
-' ' ')and is not $S: mounting over it would hide a live etcd database. To move it: systemctl stop k3s; cp -a $T/. $S/; rm -rf $T/*; then run labctl again" >&2
+    echo "$T already holds $(ls -A "$T" | head -n 5 | tr '\n' ' ')and is not $S: mounting over it would hide a live etcd database. To move it: systemctl stop k3s; cp -a $T/. $S/; rm -rf $T/*; then run labctl again" >&2
     exit 1
   fi
   mount --bind "$S" "$T"

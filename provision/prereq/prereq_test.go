@@ -148,3 +148,35 @@ func TestTuningAssessFixesAndFiles(t *testing.T) {
 	}
 	golden.Assert(t, "testdata/tuning.txt", []byte(b.String()))
 }
+
+// The etcd mount on a server: each state the host can be in, judged, and
+// the fix that makes it (or refuses to).
+func TestEtcdMountAssessAndScript(t *testing.T) {
+	w := Want{DataPath: "/var/lib/longhorn", EtcdMount: "/mnt/nvme"}
+	var b strings.Builder
+	for _, tc := range []struct {
+		name  string
+		facts Facts
+	}{
+		{"disk not mounted", Facts{"etcdmount.mounted": "no", "etcdmount.bound": "no"}},
+		{"old data on the root disk", Facts{"etcdmount.mounted": "yes /dev/nvme0n1p1 ext4", "etcdmount.bound": "no", "etcdmount.target": "etcd snapshots "}},
+		{"fresh", Facts{"etcdmount.mounted": "yes /dev/nvme0n1p1 ext4", "etcdmount.bound": "no"}},
+		{"bound, not at boot", Facts{"etcdmount.mounted": "yes /dev/nvme0n1p1 ext4", "etcdmount.bound": "yes", "etcdmount.fstab": "yes", "etcdmount.unit": "no"}},
+		{"in place", Facts{"etcdmount.mounted": "yes /dev/nvme0n1p1 ext4", "etcdmount.bound": "yes", "etcdmount.fstab": "yes", "etcdmount.unit": "yes"}},
+	} {
+		for _, f := range Assess(tc.facts, w) {
+			if f.Item == "etcd data mount" {
+				fmt.Fprintf(&b, "%-26s %-7s %s\n", tc.name, f.Status, f.Detail)
+			}
+		}
+	}
+	for _, fx := range Fixes(nil, w) {
+		if fx.Item == "etcd data mount" {
+			b.WriteString("## fix: " + fx.Desc + "\n" + fx.Script + "\n")
+		}
+	}
+	golden.Assert(t, "testdata/etcd-mount.txt", []byte(b.String()))
+	if !strings.Contains(GatherScript(w), "mountpoint -q") || strings.Contains(GatherScript(Want{DataPath: "/x"}), "etcdmount") {
+		t.Error("the etcd mount is gathered only where it is wanted")
+	}
+}
