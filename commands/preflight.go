@@ -90,8 +90,12 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 			counts[f.Status]++
 		}
 	}
-	if failed > 0 || counts[prereq.Missing] > 0 || counts[prereq.Warn] > 0 {
-		return fmt.Errorf("%w: %d missing (labctl create installs them), %d warnings, %d hosts unreachable", ErrNotReady, counts[prereq.Missing], counts[prereq.Warn], failed)
+	if failed > 0 || counts[prereq.Missing] > 0 || counts[prereq.Warn] > 0 || counts[prereq.Refused] > 0 {
+		refused := ""
+		if n := counts[prereq.Refused]; n > 0 {
+			refused = fmt.Sprintf("%d refused (labctl will not change them; see each for what to do), ", n)
+		}
+		return fmt.Errorf("%w: %s%d missing (labctl create installs them), %d warnings, %d hosts unreachable", ErrNotReady, refused, counts[prereq.Missing], counts[prereq.Warn], failed)
 	}
 	return nil
 }
@@ -116,10 +120,12 @@ func writePreflight(e Env, reports []*HostReport) {
 // rank puts what needs attention first.
 func rank(s prereq.Status) int {
 	switch s {
-	case prereq.Warn:
+	case prereq.Refused:
 		return 0
-	case prereq.Missing:
+	case prereq.Warn:
 		return 1
+	case prereq.Missing:
+		return 2
 	}
-	return 2
+	return 3
 }

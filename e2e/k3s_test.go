@@ -141,7 +141,7 @@ func homelabSettingsInPlace(t *testing.T, ctx context.Context, cs *kubernetes.Cl
 	t.Helper()
 	for _, n := range names {
 		cfg, _ := bed.Exec(ctx, n, "cat", k3s.ConfigPath)
-		if !strings.Contains(cfg, "disable-helm-controller: true\n") || !strings.Contains(cfg, "kubelet-arg:\n    - max-pods=150\n") {
+		if !strings.Contains(cfg, "disable-helm-controller: true\n") || !strings.Contains(cfg+"\n", "kubelet-arg:\n    - max-pods=150\n") {
 			t.Errorf("%s: config.yaml lacks the passthrough:\n%s", n, cfg)
 		}
 		node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
@@ -364,21 +364,6 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	if c := changesOn(events); len(c) != 0 {
 		t.Errorf("the refused rebuild changed %v", c)
 	}
-	// The reinstalled machine's root disk holds an old etcd (restored
-	// from a backup, say): labctl will not mount the etcd disk over it,
-	// names the path and what to do, and the rebuild resumes once the
-	// operator has moved it.
-	if out, err := bed.Exec(ctx, "node-3", "sh", "-c", "mkdir -p "+k3s.DBDir+"/etcd/member && touch "+k3s.DBDir+"/etcd/member/wal"); err != nil {
-		t.Fatalf("old etcd data on node-3: %v %s", err, out)
-	}
-	_, _, err = rebuild(true)
-	if err == nil || !strings.Contains(err.Error(), k3s.DBDir+" already holds etcd") || !strings.Contains(err.Error(), "mounting over it would hide a live etcd database") {
-		t.Fatalf("rebuild over old etcd data on the root disk: %v", err)
-	}
-	t.Logf("refused over old etcd data: %v", err)
-	if out, err := bed.Exec(ctx, "node-3", "sh", "-c", "rm -rf "+k3s.DBDir+"; findmnt -n "+k3s.DBDir+" || echo not-mounted"); err != nil || out != "not-mounted" {
-		t.Fatalf("node-3 after the refusal: %q %v", out, err)
-	}
 	rout, _, err := rebuild(true)
 	if err != nil {
 		t.Fatal(err)
@@ -400,6 +385,39 @@ func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	homelabSettingsInPlace(t, ctx, cs, []string{"node-3"})
 	wall, critical := wallAndCritical(t, rout)
 	t.Logf("rebuild of a given host: wall %s, critical path %s", wall, critical)
+
+	// A new disk for etcd under a running cluster: labctl will not mount
+	// it over the live database; it names the path and how to move the
+	// data, and changes nothing.
+	nodes3 := []string{"node-1", "node-2", "node-3"}
+	for _, n := range nodes3 {
+		if out, err := bed.Exec(ctx, n, "sh", "-c", "mkdir -p /mnt/etcd-new && mount -t tmpfs -o size=64m tmpfs /mnt/etcd-new"); err != nil {
+			t.Fatalf("%s: a new disk: %v %s", n, err, out)
+		}
+	}
+	text, _ = os.ReadFile(file)
+	moved := writeVariant(t, file, strings.Replace(string(text), "etcdMount: "+testbed.EtcdDisk, "etcdMount: /mnt/etcd-new", 1))
+	before = nodeState(t, ctx, nodes3)
+	var mout bytes.Buffer
+	err = commands.Plan(ctx, commands.Env{Stdout: &mout, Stderr: &mout, Output: commands.OutputText}, commands.ProfileArg{File: moved}, commands.PlanOptions{Observe: true, Kubeconfig: kc, StateDir: state})
+	if !errors.Is(err, flow.ErrPrerequisiteRefused) || !strings.Contains(err.Error(), k3s.DBDir+" already holds etcd") {
+		t.Errorf("plan --observe with etcd moved to a new disk: %v\n%s", err, mout.String())
+	}
+	mout.Reset()
+	err = commands.Create(ctx, commands.Env{Stdout: &mout, Stderr: &mout, Output: commands.OutputText}, commands.ProfileArg{File: moved}, commands.CreateOptions{NoFlux: true, StateDir: state, Kubeconfig: kc})
+	t.Logf("create with etcd moved to a new disk: %v\n%s", err, mout.String())
+	if !errors.Is(err, flow.ErrPrerequisiteRefused) || !strings.Contains(err.Error(), k3s.DBDir+" already holds etcd") || !strings.Contains(err.Error(), "mounting over it would hide a live etcd database") || !strings.Contains(err.Error(), "cp -a") || strings.Contains(mout.String(), "changes made") && !strings.Contains(mout.String(), " 0 changes made") {
+		t.Errorf("create over the live etcd data: %v", err)
+	}
+	if after := nodeState(t, ctx, nodes3); after != before {
+		t.Errorf("the refused create changed K3s:\nbefore %s\nafter  %s", before, after)
+	}
+	for _, n := range nodes3 {
+		got, err := bed.Exec(ctx, n, "sh", "-c", "findmnt -n -o SOURCE -T "+k3s.DBDir+"/etcd; ls -A /mnt/etcd-new | wc -l; umount /mnt/etcd-new")
+		if err != nil || got != "tmpfs[/k3s-db]\n0" {
+			t.Errorf("%s after the refusal: %q %v", n, got, err)
+		}
+	}
 }
 
 // writeVariant writes text as a profile next to file.

@@ -374,6 +374,10 @@ type Prerequisites struct {
 	Fixes []Fix `json:"fixes,omitempty"`
 	// Warnings are what labctl cannot fix (the kernel's limits).
 	Warnings []string `json:"warnings,omitempty"`
+	// Refused are what labctl will not change (it would hide or destroy
+	// data), each with what the operator can do; nothing runs until
+	// they are resolved.
+	Refused []string `json:"refused,omitempty"`
 	// Assumed: not observed; a fresh machine's (everything missing).
 	Assumed bool `json:"assumed,omitempty"`
 }

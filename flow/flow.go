@@ -194,6 +194,10 @@ type Options struct {
 // ErrNoBackend is returned when a flow lacks a provider it needs.
 var ErrNoBackend = errors.New("no provider")
 
+// ErrPrerequisiteRefused: a host's state is one labctl will not change
+// (etcd's data where its disk would be mounted over it).
+var ErrPrerequisiteRefused = errors.New("host prerequisite refused")
+
 // builder is what every flow's builder shares: the profile, the
 // providers, the facts model and the plan being built.
 type builder struct {

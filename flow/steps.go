@@ -125,6 +125,9 @@ func (f *builder) prerequisites(n profiles.Node, after []string) string {
 			for _, w := range pr.Warnings {
 				log("warning: " + w)
 			}
+			if len(pr.Refused) > 0 {
+				return plan.Verdict{}, fmt.Errorf("%w on %s, nothing was changed there: %s", ErrPrerequisiteRefused, n.Name, strings.Join(pr.Refused, "; "))
+			}
 			if len(pr.Fixes) == 0 {
 				return plan.InPlace("prerequisites in place"), nil
 			}

@@ -278,7 +278,7 @@ func HostChecks(s *profiles.Spec, n profiles.Node, h Host, now time.Time) Report
 			}
 			st := OK
 			switch f.Status {
-			case prereq.Missing:
+			case prereq.Missing, prereq.Refused:
 				st = Fail
 			case prereq.Warn:
 				st = Warn

@@ -138,6 +138,26 @@ func (b *Backend) withDocker(fn func() error) error {
 	defer dockerEnv.Unlock()
 	set := map[string]string{}
 	switch k := b.Spec.K3d; {
+	case strings.HasPrefix(k.DockerHost, "ssh://"):
+		dir, cleanup, err := sshShim(b.Spec)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		set["DOCKER_HOST"], set["PATH"] = k.DockerHost, dir+string(os.PathListSeparator)+os.Getenv("PATH")
+		inner := fn
+		fn = func() error {
+			err := inner()
+			if err != nil && isConnectError(err) {
+				if p := sshHostProblem(k.DockerHost, err.Error()); p != "" {
+					return fmt.Errorf("%w: %s", ErrDockerHost, p)
+				}
+				if p := diagnoseSSHHost(dir, k.DockerHost); p != "" {
+					return fmt.Errorf("%w: %s", ErrDockerHost, p)
+				}
+			}
+			return err
+		}
 	case k.DockerHost != "":
 		set["DOCKER_HOST"] = k.DockerHost
 	case k.DockerContext != "":
@@ -165,6 +185,12 @@ func (b *Backend) withDocker(fn func() error) error {
 	return b.unreachable(fn())
 }
 
+// isConnectError: the Docker client could not talk to its daemon.
+func isConnectError(err error) bool {
+	msg := err.Error()
+	return dockerclient.IsErrConnectionFailed(err) || strings.Contains(msg, "Cannot connect to the Docker daemon") || strings.Contains(msg, "error during connect")
+}
+
 // ErrDockerUnreachable says the profile's Docker did not answer.
 var ErrDockerUnreachable = errors.New("Docker is not reachable") //nolint:staticcheck // a name, capitalised
 
@@ -175,8 +201,7 @@ func (b *Backend) unreachable(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	if !dockerclient.IsErrConnectionFailed(err) && !strings.Contains(msg, "Cannot connect to the Docker daemon") && !strings.Contains(msg, "error during connect") {
+	if !isConnectError(err) {
 		return err
 	}
 	where, fix := "the local Docker ("+dockerclient.DefaultDockerHost+")", "start Docker, or set spec.k3d.dockerHost or spec.k3d.dockerContext to where it runs"

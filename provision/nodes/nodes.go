@@ -96,8 +96,11 @@ func (b *Backend) ObservePrerequisites(ctx context.Context, n profiles.Node) (fa
 	}
 	var out facts.Prerequisites
 	for _, fd := range prereq.Assess(f, b.want(n)) {
-		if fd.Status == prereq.Warn {
+		switch fd.Status {
+		case prereq.Warn:
 			out.Warnings = append(out.Warnings, fd.Item+": "+fd.Detail)
+		case prereq.Refused:
+			out.Refused = append(out.Refused, fd.Item+": "+fd.Detail)
 		}
 	}
 	b.mu.Lock()

@@ -219,6 +219,9 @@ const (
 	OK      Status = "ok"
 	Missing Status = "missing" // labctl can fix it
 	Warn    Status = "warn"    // labctl cannot: the cause is in Detail
+	// Refused: labctl will not, as it would hide or destroy data; Detail
+	// says what the operator can do.
+	Refused Status = "refused"
 )
 
 // Finding is one checked item.
@@ -323,9 +326,9 @@ func Assess(f Facts, w Want) []Finding {
 		mounted, disk, _ := strings.Cut(f["etcdmount.mounted"], " ")
 		switch {
 		case mounted != "yes":
-			tuning("etcd data mount", Missing, w.EtcdMount+" is not a mount point: mount the disk meant for etcd there first (labctl never picks a disk)")
+			tuning("etcd data mount", Refused, w.EtcdMount+" is not a mount point: mount the disk meant for etcd there first (labctl never picks a disk)")
 		case f["etcdmount.bound"] != "yes" && f["etcdmount.target"] != "":
-			tuning("etcd data mount", Missing, fmt.Sprintf("%s already holds %s and is not %s: labctl will not mount over it (it would hide a live etcd database)", EtcdTarget, strings.TrimSpace(f["etcdmount.target"]), w.EtcdSource()))
+			tuning("etcd data mount", Refused, fmt.Sprintf("%[1]s already holds %[2]s and is not %[3]s: mounting over it would hide a live etcd database. To move it: systemctl stop k3s; mkdir -p %[3]s; cp -a %[1]s/. %[3]s/; rm -rf %[1]s/*; then run labctl again", EtcdTarget, strings.TrimSpace(f["etcdmount.target"]), w.EtcdSource()))
 		case f["etcdmount.bound"] != "yes":
 			tuning("etcd data mount", Missing, fmt.Sprintf("%s is not bind-mounted from %s (%s)", EtcdTarget, w.EtcdSource(), disk))
 		case f["etcdmount.fstab"] != "yes" || f["etcdmount.unit"] != "yes":
@@ -446,13 +449,13 @@ func etcdMountScript(w Want) string {
 	return fmt.Sprintf(`set -e
 M=%[1]s S=%[2]s T=%[3]s
 mountpoint -q "$M" || { echo "$M is not a mount point: mount the disk meant for etcd there first (labctl never picks a disk)" >&2; exit 1; }
-mkdir -p "$S" "$T"
-chmod 700 "$S"
-if [ "$(stat -c %%d:%%i "$T")" != "$(stat -c %%d:%%i "$S")" ]; then
-  if [ -n "$(ls -A "$T")" ]; then
-    echo "$T already holds $(ls -A "$T" | head -n 5 | tr '\n' ' ')and is not $S: mounting over it would hide a live etcd database. To move it: systemctl stop k3s; cp -a $T/. $S/; rm -rf $T/*; then run labctl again" >&2
+if [ ! -d "$T" ] || [ ! -d "$S" ] || [ "$(stat -c %%d:%%i "$T")" != "$(stat -c %%d:%%i "$S")" ]; then
+  if [ -n "$(ls -A "$T" 2>/dev/null)" ]; then
+    echo "$T already holds $(ls -A "$T" | head -n 5 | tr '\n' ' ')and is not $S: mounting over it would hide a live etcd database" >&2
     exit 1
   fi
+  mkdir -p "$S" "$T"
+  chmod 700 "$S"
   mount --bind "$S" "$T"
 fi
 line=%[4]s
