@@ -186,6 +186,11 @@ const EtcdDisk = "/mnt/etcd-disk"
 // startNode runs the container, waits for systemd, writes keys to /tmp/key
 // and runs install, then reads the host key and waits for sshd.
 func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*Node, error) {
+	return b.startNodeFrom(ctx, b.Image, name, ip, keys, install)
+}
+
+// startNodeFrom is startNode from image, with extra docker run arguments.
+func (b *Bed) startNodeFrom(ctx context.Context, image, name, ip, keys, install string, extra ...string) (*Node, error) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil || !b.Subnet.Contains(addr) {
 		return nil, fmt.Errorf("node %s: address %q is not in the bed subnet %s", name, ip, b.Subnet)
@@ -195,7 +200,7 @@ func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*N
 		return nil, fmt.Errorf("resolve the Debian mirror for the nodes' apt: %w", err)
 	}
 	cname := b.opts.Name + "-" + name
-	if _, err := b.Docker.Output(ctx, "run", "-d", "--privileged",
+	if _, err := b.Docker.Output(ctx, append(append([]string{"run", "-d", "--privileged",
 		"--name", cname, "--hostname", name,
 		"--label", Label+"="+b.opts.Name,
 		"--network", b.Network, "--ip", ip,
@@ -205,7 +210,7 @@ func (b *Bed) startNode(ctx context.Context, name, ip, keys, install string) (*N
 		// card it boots from (spec.k3s.etcdMount).
 		"--tmpfs", EtcdDisk+":size=1g,mode=0755",
 		"--stop-signal", "SIGRTMIN+3", // systemd's clean shutdown
-		b.Image); err != nil {
+	}, extra...), image)...); err != nil {
 		return nil, err
 	}
 	n := &Node{Name: name, IP: ip}
