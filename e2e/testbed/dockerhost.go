@@ -45,6 +45,9 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 apt-get clean
 rm -rf /var/lib/apt/lists/*
+# The node image masks containerd (K3s runs its own); Docker needs it.
+rm -f /etc/systemd/system/containerd.service
+systemctl enable containerd docker >/dev/null 2>&1
 mkdir -p /etc/docker /etc/systemd/system/docker.service.d
 echo '%s' > /etc/docker/daemon.json
 printf '[Service]\nEnvironment=HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=\n' > /etc/systemd/system/docker.service.d/proxy.conf
