@@ -202,13 +202,13 @@ func (b *Bed) startNodeFrom(ctx context.Context, image, name, ip, keys, install 
 	cname := b.opts.Name + "-" + name
 	if _, err := b.Docker.Output(ctx, append(append([]string{"run", "-d", "--privileged",
 		"--name", cname, "--hostname", name,
-		"--label", Label+"="+b.opts.Name,
+		"--label", Label + "=" + b.opts.Name,
 		"--network", b.Network, "--ip", ip,
-		"--add-host", "deb.debian.org:"+mirror[0],
+		"--add-host", "deb.debian.org:" + mirror[0],
 		"--tmpfs", "/run", "--tmpfs", "/run/lock",
 		// A disk of its own for etcd, as a node's SSD beside the SD
 		// card it boots from (spec.k3s.etcdMount).
-		"--tmpfs", EtcdDisk+":size=1g,mode=0755",
+		"--tmpfs", EtcdDisk + ":size=1g,mode=0755",
 		"--stop-signal", "SIGRTMIN+3", // systemd's clean shutdown
 	}, extra...), image)...); err != nil {
 		return nil, err
