@@ -154,14 +154,19 @@ func (b *Bed) StartNode(ctx context.Context, name, ip string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	install := fmt.Sprintf(`set -e
-for u in root %[1]s %[2]s; do
+	return b.startNode(ctx, name, ip, string(pub), authorizeScript("root", SudoUser, PasswordUser))
+}
+
+// authorizeScript installs /tmp/key (the bed's public key) as the
+// authorized keys of users, then removes it.
+func authorizeScript(users ...string) string {
+	return fmt.Sprintf(`set -e
+for u in %s; do
   h=$(getent passwd "$u" | cut -d: -f6)
   install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
   install -m 600 -o "$u" -g "$u" /dev/stdin "$h/.ssh/authorized_keys" < /tmp/key
 done
-rm /tmp/key`, SudoUser, PasswordUser)
-	return b.startNode(ctx, name, ip, string(pub), install)
+rm /tmp/key`, strings.Join(users, " "))
 }
 
 // StartCloudInitNode starts a node as a cloud-init VM boots: user is

@@ -102,15 +102,8 @@ func (b *Bed) StartDockerHost(ctx context.Context, name, ip string, images []str
 	if err != nil {
 		return nil, err
 	}
-	install := fmt.Sprintf(`set -e
-for u in root %[1]s %[2]s; do
-  h=$(getent passwd "$u" | cut -d: -f6)
-  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
-  install -m 600 -o "$u" -g "$u" /dev/stdin "$h/.ssh/authorized_keys" < /tmp/key
-done
-rm /tmp/key`, DockerUser, NoDockerUser)
 	start := time.Now()
-	n, err := b.startNodeFrom(ctx, tag, name, ip, string(pub), install, "-v", "/var/lib/docker")
+	n, err := b.startNodeFrom(ctx, tag, name, ip, string(pub), authorizeScript("root", DockerUser, NoDockerUser), "-v", "/var/lib/docker")
 	if err != nil {
 		return nil, err
 	}
