@@ -200,16 +200,16 @@ func (b *Bed) startNodeFrom(ctx context.Context, image, name, ip, keys, install 
 	if err != nil || !b.Subnet.Contains(addr) {
 		return nil, fmt.Errorf("node %s: address %q is not in the bed subnet %s", name, ip, b.Subnet)
 	}
-	mirror, err := net.DefaultResolver.LookupHost(ctx, "deb.debian.org")
-	if err != nil || len(mirror) == 0 {
-		return nil, fmt.Errorf("resolve the Debian mirror for the nodes' apt: %w", err)
+	mirror, err := b.mirror(ctx)
+	if err != nil {
+		return nil, err
 	}
 	cname := b.opts.Name + "-" + name
 	if _, err := b.Docker.Output(ctx, append(append([]string{"run", "-d", "--privileged",
 		"--name", cname, "--hostname", name,
 		"--label", Label + "=" + b.opts.Name,
 		"--network", b.Network, "--ip", ip,
-		"--add-host", "deb.debian.org:" + mirror[0],
+		"--add-host", "deb.debian.org:" + mirror,
 		"--tmpfs", "/run", "--tmpfs", "/run/lock",
 		// A disk of its own for etcd, as a node's SSD beside the SD
 		// card it boots from (spec.k3s.etcdMount).
