@@ -177,6 +177,18 @@ spec:
 		t.Errorf("second run made changes:\n%s", out)
 	}
 
+	// verify reads the Docker host over the same SSH: its data root's
+	// disk (a host full of images) and the inotify limits k3d's nodes
+	// share.
+	v := &verifier{file: file, opts: commands.VerifyOptions{Kubeconfig: kc}}
+	_, text, took := v.run(t, ctx)
+	for _, want := range []string{"disk /var/lib/docker", "inotify limits"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("verify of the remote k3d cluster lacks %q:\n%s", want, text)
+		}
+	}
+	t.Logf("verify on the remote Docker host (%s):\n%s", took.Round(time.Millisecond), text)
+
 	// Each way the host can be unusable, named.
 	for _, tc := range []struct{ name, file, want string }{
 		{"a user outside the docker group", profile("no-group", testbed.NoDockerUser, ip, "labctl-remote", 6443), "may not use Docker on " + ip + ": add it to the docker group (usermod -aG docker " + testbed.NoDockerUser + ")"},

@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/profiles"
 )
 
@@ -73,9 +75,22 @@ func sshShim(s *profiles.Spec) (dir string, cleanup func(), err error) {
 // helper's connection can end before ssh's stderr is read), and names
 // the problem, or "".
 func diagnoseSSHHost(shimDir, dockerHost string) string {
-	u, err := url.Parse(dockerHost)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	cmd, err := sshCommand(ctx, shimDir, dockerHost, "docker version --format '{{.Server.Version}}'")
 	if err != nil {
 		return ""
+	}
+	out, _ := cmd.CombinedOutput()
+	return sshHostProblem(dockerHost, "stderr="+string(out))
+}
+
+// sshCommand runs script on the Docker host through the shim (the
+// profile's host key policy and identities).
+func sshCommand(ctx context.Context, shimDir, dockerHost, script string) (*exec.Cmd, error) {
+	u, err := url.Parse(dockerHost)
+	if err != nil {
+		return nil, err
 	}
 	args := []string{"-T", "-o", "ConnectTimeout=30"}
 	if u.User != nil {
@@ -84,10 +99,34 @@ func diagnoseSSHHost(shimDir, dockerHost string) string {
 	if p := u.Port(); p != "" {
 		args = append(args, "-p", p)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, filepath.Join(shimDir, "ssh"), append(args, "--", u.Hostname(), "docker", "version", "--format", "{{.Server.Version}}")...).CombinedOutput()
-	return sshHostProblem(dockerHost, "stderr="+string(out))
+	return exec.CommandContext(ctx, filepath.Join(shimDir, "ssh"), append(args, "--", u.Hostname(), script)...), nil
+}
+
+// remoteHostFacts reads, over SSH, the free space of the Docker host's
+// data root and its inotify limits (k3d's node containers share them).
+func remoteHostFacts(ctx context.Context, s *profiles.Spec, dataRoot string, d *facts.DockerHost) error {
+	dir, cleanup, err := sshShim(s)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cmd, err := sshCommand(ctx, dir, s.K3d.DockerHost, "df -Pk "+shq(dataRoot)+" | awk 'NR==2 {print $2, $4}'; cat /proc/sys/fs/inotify/max_user_watches /proc/sys/fs/inotify/max_user_instances")
+	if err != nil {
+		return err
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("read the Docker host's disk and inotify limits over SSH: %w", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 4 {
+		return fmt.Errorf("read the Docker host's disk and inotify limits over SSH: unexpected output %q", firstLine(string(out)))
+	}
+	d.SizeKB, _ = strconv.ParseInt(f[0], 10, 64)
+	d.FreeKB, _ = strconv.ParseInt(f[1], 10, 64)
+	d.InotifyWatches, _ = strconv.Atoi(f[2])
+	d.InotifyInstances, _ = strconv.Atoi(f[3])
+	return nil
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

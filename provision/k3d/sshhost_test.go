@@ -14,6 +14,7 @@ import (
 
 	"github.com/k3d-io/k3d/v5/pkg/runtimes/docker"
 
+	"github.com/labctl/labctl/facts"
 	"github.com/labctl/labctl/internal/sshdtest"
 	"github.com/labctl/labctl/profiles"
 )
@@ -135,6 +136,12 @@ esac
 	}
 	if err := ping("ok"); err != nil {
 		t.Fatalf("the Docker API through ssh with the known key: %v", err)
+	}
+	// What verify reads of the host over the same SSH: the data root's
+	// disk and the inotify limits.
+	var d facts.DockerHost
+	if err := remoteHostFacts(context.Background(), spec(), bin, &d); err != nil || d.SizeKB <= 0 || d.FreeKB <= 0 || d.InotifyWatches <= 0 || d.InotifyInstances <= 0 {
+		t.Errorf("the Docker host's disk and inotify over SSH: %+v %v", d, err)
 	}
 	for _, tc := range []struct{ mode, want string }{
 		{"absent", "has no docker CLI in " + srv.User + "'s PATH: install Docker there"},

@@ -24,8 +24,8 @@ func (b *Backend) API(ctx context.Context) (*kube.Client, error) { return b.api(
 
 // DockerHost reads the cluster's Docker host: the ports its load
 // balancer publishes and, when that Docker is this machine's (a local
-// socket), the data root's free space and the kernel's inotify limits,
-// which k3d's node containers share.
+// socket) or reached over SSH, the data root's free space and the
+// kernel's inotify limits, which k3d's node containers share.
 func (b *Backend) DockerHost(ctx context.Context) (*facts.DockerHost, error) {
 	d := &facts.DockerHost{}
 	var local bool
@@ -54,6 +54,12 @@ func (b *Backend) DockerHost(ctx context.Context) (*facts.DockerHost, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("k3d cluster %s: Docker host: %w", b.Spec.K3d.ClusterName, err)
+	}
+	if strings.HasPrefix(b.Spec.K3d.DockerHost, "ssh://") {
+		if err := remoteHostFacts(ctx, b.Spec, d.DataRoot, d); err != nil {
+			return nil, fmt.Errorf("k3d cluster %s: Docker host: %w", b.Spec.K3d.ClusterName, err)
+		}
+		return d, nil
 	}
 	if !local {
 		return d, nil
