@@ -66,11 +66,17 @@ func (f *builder) machines() map[string]string {
 		if f.s.Proxmox != nil {
 			ready[n.Name] = f.vm(n, nil)
 		}
-		if f.s.Storage.Longhorn != nil {
+		if hostWants(f.s, n) {
 			ready[n.Name] = f.prerequisites(n, nonEmpty(ready[n.Name]))
 		}
 	}
 	return ready
+}
+
+// hostWants: node n has prerequisites to install (Longhorn's, the
+// profile's host tuning, or, on a server, the etcd disk's mount).
+func hostWants(s *profiles.Spec, n profiles.Node) bool {
+	return s.Storage.Longhorn != nil || s.Hosts != nil || n.Role == profiles.RoleServer && s.K3s.EtcdMount != ""
 }
 
 // cluster adds K3s (inspect, init, joins one server at a time, agents)

@@ -59,7 +59,7 @@ func Rebuild(p *profiles.Profile, name string, b Backends, o Options) (*plan.Pla
 	} else {
 		last = r.cleanHost(last)
 	}
-	if s.Storage.Longhorn != nil {
+	if hostWants(s, t) {
 		last = f.prerequisites(t, []string{last})
 	}
 	title := "Rejoin K3s server"

@@ -271,7 +271,7 @@ func HostChecks(s *profiles.Spec, n profiles.Node, h Host, now time.Time) Report
 	var r Report
 	// Preflight's items: what Longhorn needs on the host, and the
 	// profile's tuning.
-	if s.Storage.Longhorn != nil || s.Hosts != nil {
+	if s.Storage.Longhorn != nil || s.Hosts != nil || s.K3s.EtcdMount != "" {
 		for _, f := range prereq.Assess(h.Prereq, prereq.WantFor(s, n)) {
 			if s.Storage.Longhorn == nil && !f.Tuning {
 				continue

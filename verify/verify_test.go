@@ -266,7 +266,7 @@ func TestHostScriptRunsAndParses(t *testing.T) {
 		t.Skip("no sh")
 	}
 	data := t.TempDir()
-	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(prereq.Want{DataPath: data})).Output()
+	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(prereq.Want{Longhorn: true, DataPath: data})).Output()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

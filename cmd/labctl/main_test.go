@@ -37,6 +37,7 @@ func TestGoldenCommandOutputs(t *testing.T) {
 		{"plan-staging-rebuild-agent-1.txt", []string{"plan", "staging", "--rebuild", "agent-1", "--state-dir", "/labctl-state"}},
 		{"plan-given-hosts-rebuild-kube-srv-3.txt", []string{"plan", "-f", "testdata/given-hosts.yaml", "--rebuild", "kube-srv-3", "--state-dir", "/labctl-state"}},
 		{"plan-staging.jsonl", []string{"plan", "-o", "json", "staging"}},
+		{"plan-homelab.txt", []string{"plan", "-f", "testdata/homelab.yaml"}},
 		{"profiles-list.txt", []string{"profiles", "list"}},
 		{"profiles-show-staging.yaml", []string{"profiles", "show", "staging"}},
 		{"profiles-validate-invalid.txt", []string{"profiles", "validate", "-f", "testdata/even-servers.yaml", "-f", "testdata/inline-secret.yaml", "production"}},

@@ -173,7 +173,7 @@ func (b *Backend) Want(n profiles.Node) prereq.Want {
 	if b.Spec != nil {
 		return prereq.WantFor(b.Spec, n)
 	}
-	return prereq.Want{DataPath: b.DataPath}
+	return prereq.Want{Longhorn: true, DataPath: b.DataPath}
 }
 
 func (b *Backend) want(n profiles.Node) prereq.Want { return b.Want(n) }

@@ -58,7 +58,7 @@ func (h Hosts) ObservePrerequisites(_ context.Context, n profiles.Node) (facts.P
 // AssumeFresh lists every fix.
 func (h Hosts) AssumeFresh(n profiles.Node) facts.Prerequisites {
 	out := facts.Prerequisites{Assumed: true}
-	w := prereq.Want{DataPath: h.DataPath}
+	w := prereq.Want{Longhorn: true, DataPath: h.DataPath}
 	if h.Spec != nil {
 		w = prereq.WantFor(h.Spec, n)
 	}

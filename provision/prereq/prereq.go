@@ -27,6 +27,9 @@ import (
 // Want is what a host must have: Longhorn's prerequisites with its data
 // path, and the profile's tuning.
 type Want struct {
+	// Longhorn: its packages, iscsid, modules, multipath blacklist and
+	// data path (DataPath) are wanted.
+	Longhorn bool
 	DataPath string
 	// Sysctl settings (fs.inotify.max_user_watches → 524288).
 	Sysctl map[string]string
@@ -43,7 +46,7 @@ type Want struct {
 func WantFor(s *profiles.Spec, n profiles.Node) Want {
 	w := Want{}
 	if s.Storage.Longhorn != nil {
-		w.DataPath = s.Storage.Longhorn.DataPath
+		w.Longhorn, w.DataPath = true, s.Storage.Longhorn.DataPath
 	}
 	if h := s.Hosts; h != nil {
 		w.Sysctl, w.Journald, w.Packages = h.Sysctl, h.Journald, h.Packages
@@ -82,7 +85,10 @@ func (w Want) etcdDropIn() string {
 
 // packages are Longhorn's and the profile's, in that order, once each.
 func (w Want) packages() []string {
-	out := slices.Clone(Packages)
+	var out []string
+	if w.Longhorn {
+		out = slices.Clone(Packages)
+	}
 	for _, p := range w.Packages {
 		if !slices.Contains(out, p) {
 			out = append(out, p)
@@ -267,6 +273,16 @@ func Assess(f Facts, w Want) []Finding {
 			put("package "+p, Missing, "not installed")
 		}
 	}
+	if w.Longhorn {
+		out = append(out, assessLonghorn(f, dataPath)...)
+	}
+	return append(out, assessTuning(f, w)...)
+}
+
+// assessLonghorn is Longhorn's items but its packages.
+func assessLonghorn(f Facts, dataPath string) []Finding {
+	var out []Finding
+	add := func(item string, st Status, detail string) { out = append(out, Finding{Item: item, Status: st, Detail: detail}) }
 	switch {
 	case f["iscsid.active"] == "active" && f["iscsid.enabled"] == "enabled":
 		add("iscsid", OK, "enabled and running")
@@ -304,6 +320,15 @@ func Assess(f Facts, w Want) []Finding {
 		add("data path", OK, dataPath)
 	} else {
 		add("data path", Missing, dataPath+" does not exist")
+	}
+	return out
+}
+
+// assessTuning is the profile's items.
+func assessTuning(f Facts, w Want) []Finding {
+	var out []Finding
+	tuning := func(item string, st Status, detail string) {
+		out = append(out, Finding{Item: item, Status: st, Detail: detail, Tuning: true})
 	}
 	if len(w.Sysctl) > 0 {
 		file, _ := base64.StdEncoding.DecodeString(f["sysctl.file"])
@@ -518,7 +543,13 @@ fi
 systemctl try-reload-or-restart multipathd`
 
 func allItems(w Want) []string {
-	items := []string{"iscsid", "modules at boot", "multipath blacklist", "data path"}
+	var items []string
+	if w.Longhorn {
+		items = append(items, "iscsid", "modules at boot", "multipath blacklist", "data path")
+		for _, m := range Modules {
+			items = append(items, "module "+m)
+		}
+	}
 	for _, p := range w.packages() {
 		items = append(items, "package "+p)
 	}
@@ -530,9 +561,6 @@ func allItems(w Want) []string {
 	}
 	if w.EtcdMount != "" {
 		items = append(items, "etcd data mount")
-	}
-	for _, m := range Modules {
-		items = append(items, "module "+m)
 	}
 	return items
 }

@@ -39,7 +39,7 @@ func TestGatherReadsEveryFactOnARealDebianHost(t *testing.T) {
 }
 
 var (
-	lh    = Want{DataPath: "/var/lib/longhorn"}
+	lh    = Want{Longhorn: true, DataPath: "/var/lib/longhorn"}
 	fresh = Facts{"os": "debian 12", "kernel": "6.1.0-18-amd64", "modules.loadable": "yes", "mod.iscsi_tcp": "absent", "mod.dm_crypt": "absent",
 		"multipath.installed": "yes", "multipath.blacklisted": "no", "datapath": "no"}
 	ready = Facts{"os": "debian 12", "kernel": "6.1.0-18-amd64", "modules.loadable": "yes",
@@ -96,7 +96,7 @@ func TestKernelLimitedFixFailureIsAWarningWithTheCause(t *testing.T) {
 	}
 }
 
-var tuned = Want{DataPath: "/var/lib/longhorn",
+var tuned = Want{Longhorn: true, DataPath: "/var/lib/longhorn",
 	Sysctl:   map[string]string{"fs.inotify.max_user_watches": "524288", "fs.inotify.max_user_instances": "512"},
 	Journald: &profiles.Journald{Persistent: true, MaxUse: "1G"}, Packages: []string{"htop", "open-iscsi"}}
 
@@ -152,7 +152,7 @@ func TestTuningAssessFixesAndFiles(t *testing.T) {
 // The etcd mount on a server: each state the host can be in, judged, and
 // the fix that makes it (or refuses to).
 func TestEtcdMountAssessAndScript(t *testing.T) {
-	w := Want{DataPath: "/var/lib/longhorn", EtcdMount: "/mnt/nvme"}
+	w := Want{Longhorn: true, DataPath: "/var/lib/longhorn", EtcdMount: "/mnt/nvme"}
 	var b strings.Builder
 	for _, tc := range []struct {
 		name  string
