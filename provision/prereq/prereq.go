@@ -282,7 +282,9 @@ func Assess(f Facts, w Want) []Finding {
 // assessLonghorn is Longhorn's items but its packages.
 func assessLonghorn(f Facts, dataPath string) []Finding {
 	var out []Finding
-	add := func(item string, st Status, detail string) { out = append(out, Finding{Item: item, Status: st, Detail: detail}) }
+	add := func(item string, st Status, detail string) {
+		out = append(out, Finding{Item: item, Status: st, Detail: detail})
+	}
 	switch {
 	case f["iscsid.active"] == "active" && f["iscsid.enabled"] == "enabled":
 		add("iscsid", OK, "enabled and running")
