@@ -223,7 +223,7 @@ func isPrereqKey(k string) bool {
 	case "os", "kernel", "datapath":
 		return true
 	}
-	for _, p := range []string{"pkg.", "mod.", "iscsid.", "modules.", "multipath."} {
+	for _, p := range []string{"pkg.", "mod.", "iscsid.", "modules.", "multipath.", "sysctl.", "journald.", "etcdmount."} {
 		if strings.HasPrefix(k, p) {
 			return true
 		}

@@ -266,7 +266,9 @@ func TestHostScriptRunsAndParses(t *testing.T) {
 		t.Skip("no sh")
 	}
 	data := t.TempDir()
-	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(prereq.Want{Longhorn: true, DataPath: data})).Output()
+	want := prereq.Want{Longhorn: true, DataPath: data, Sysctl: map[string]string{"fs.inotify.max_user_watches": "524288"},
+		Journald: &profiles.Journald{Persistent: true}, EtcdMount: data}
+	out, err := exec.CommandContext(context.Background(), "sh", "-c", HostScript(want)).Output()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -276,6 +278,12 @@ func TestHostScriptRunsAndParses(t *testing.T) {
 	}
 	if h.Prereq["os"] == "" || h.Clock.IsZero() || h.InotifyWatches == 0 {
 		t.Errorf("parsed %+v", h)
+	}
+	// The tuning's facts reach the prerequisites' assessment.
+	for _, k := range []string{"sysctl.fs.inotify.max_user_watches", "journald.persistent", "etcdmount.mounted", "etcdmount.bound"} {
+		if h.Prereq[k] == "" {
+			t.Errorf("fact %s not parsed from the host script", k)
+		}
 	}
 	paths := []string{}
 	for _, d := range h.Disks {
