@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/user"
 	"sort"
 	"strings"
 	"time"
@@ -58,6 +59,7 @@ type wired struct {
 	Kubeconfig string
 	pool       *remote.Pool
 	vms        *proxmox.Backend
+	hosts      *nodes.Backend // the SSH nodes, or a k3d cluster's tuned Docker host
 	k3s        *nodes.K3s
 	k3d        *k3d.Backend
 	state      state.Dir
@@ -97,6 +99,9 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		switch {
 		case s.K3d != nil:
 			w.K3d, w.Local = offline.K3d{Spec: s.K3d, Down: o.Down}, offline.Healthy{StateDir: journal.Path()}
+			if s.Hosts != nil {
+				w.Hosts = offline.Hosts{Spec: s}
+			}
 		case o.Down != "" || o.Upgrade:
 			h := offline.Healthy{Spec: s, Down: o.Down, StateDir: journal.Path(), Unobserved: o.Upgrade}
 			if s.Proxmox != nil {
@@ -117,6 +122,20 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 	if s.K3d != nil {
 		w.k3d = &k3d.Backend{Spec: s, Profile: l.Metadata.Name, Kubeconfig: o.Kubeconfig}
 		w.K3d, w.Local = w.k3d, journal
+		if _, ssh, ok := s.DockerHostMachine(); ok && s.Hosts != nil {
+			if ssh.User == "" { // as Docker's ssh would: this machine's user
+				u, err := user.Current()
+				if err != nil {
+					return nil, fmt.Errorf("spec.k3d.dockerHost %s names no user, and this machine's is unknown: %w", s.K3d.DockerHost, err)
+				}
+				ssh.User = u.Username
+			}
+			// The Docker host is tuned over SSH like a node: labctl's
+			// own client, the same known_hosts, sudo when not root.
+			w.pool = remote.NewPool(nil)
+			w.hosts = &nodes.Backend{Pool: w.pool, SSH: &ssh, AcceptNewHostKeys: o.AcceptNewHostKeys, Spec: s}
+			w.Hosts = w.hosts
+		}
 	} else {
 		if s.Proxmox != nil && !o.HostsOnly {
 			vms, err := proxmoxBackend(l, o.Proxmox, e.Stderr)
@@ -128,6 +147,7 @@ func (e Env) backends(l *profiles.Loaded, o wiring) (*wired, error) {
 		}
 		w.pool = remote.NewPool(nil)
 		hosts := &nodes.Backend{Pool: w.pool, SSH: s.SSH, AcceptNewHostKeys: o.AcceptNewHostKeys, ReplaceHostKeys: o.ReplaceHostKeys, Spec: s}
+		w.hosts = hosts
 		tok := &nodes.Token{Dir: stateDir, Profile: l.Metadata.Name, Ref: s.K3s.TokenRef, Lookup: os.LookupEnv, Redact: w.pool.Redact,
 			Created: func() { fmt.Fprintf(e.Stderr, "generated a cluster token for %s in %s\n", l.Metadata.Name, stateDir) }}
 		w.k3s = &nodes.K3s{Hosts: hosts, Spec: s, Profile: l.Metadata.Name, Token: tok, Kubeconfig: o.Kubeconfig, DrainTimeout: o.DrainTimeout}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/labctl/labctl/plan"
+	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/prereq"
 )
 
@@ -34,21 +35,29 @@ type HostReport struct {
 // profile has what Longhorn and K3s need before a cluster exists, and
 // prints a table per host.
 func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) error {
-	l, err := e.loadNodes(a, "preflight")
+	l, err := e.Load(a)
 	if err != nil {
 		return err
 	}
 	s := &l.Spec
+	machines := s.Nodes
+	if len(machines) == 0 {
+		dh, _, ok := s.DockerHostMachine()
+		if !ok || s.Hosts == nil {
+			return fmt.Errorf("labctl preflight checks SSH nodes, or a k3d cluster's Docker host reached over SSH with spec.hosts tuning; profile %s has neither", l.Metadata.Name)
+		}
+		machines = []profiles.Node{dh}
+	}
 	w, err := e.backends(l, wiring{AcceptNewHostKeys: o.AcceptNewHostKeys, HostsOnly: true})
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	hosts := w.k3s.Hosts
+	hosts := w.hosts
 	var mu sync.Mutex
 	reports := map[string]*HostReport{}
 	p := plan.New("preflight " + l.Metadata.Name)
-	for _, n := range s.Nodes {
+	for _, n := range machines {
 		rep := &HostReport{Host: n.Name, Address: n.Address}
 		reports[n.Name] = rep
 		p.Add(plan.Step{
@@ -70,7 +79,7 @@ func Preflight(ctx context.Context, e Env, a ProfileArg, o PreflightOptions) err
 		return err
 	}
 	ordered := make([]*HostReport, 0, len(reports))
-	for _, n := range s.Nodes {
+	for _, n := range machines {
 		ordered = append(ordered, reports[n.Name])
 	}
 	if e.Output == OutputJSON {

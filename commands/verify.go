@@ -155,6 +155,14 @@ func verifyK3d(ctx context.Context, s *profiles.Spec, w *wired, o VerifyOptions)
 	if dErr != nil && nodesErr == nil {
 		r.Merge(verify.Report{Checks: []verify.Check{{Group: verify.GroupHosts, Name: "docker host", Target: "cluster", Status: verify.Warn, Observed: dErr.Error(), Expected: "the Docker host read"}}})
 	}
+	if dh, _, ok := s.DockerHostMachine(); ok && w.hosts != nil {
+		// The profile's tuning of the Docker host, as preflight reads it.
+		if f, err := w.hosts.Gather(ctx, dh); err != nil {
+			r.Merge(verify.Report{Checks: []verify.Check{{Group: verify.GroupHosts, Name: "tuning", Target: dh.Name, Status: verify.Fail, Observed: err.Error(), Expected: "the Docker host's tuning read over SSH"}}})
+		} else {
+			r.Merge(verify.PrerequisiteChecks(s, dh, f))
+		}
+	}
 	api, flux, apiErr, fluxEr := readAPI(ctx, s, b.API)
 	var names []string
 	servers := map[string]bool{}

@@ -26,6 +26,7 @@ import (
 	"github.com/labctl/labctl/e2e/testbed"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3d"
+	"github.com/labctl/labctl/provision/remote"
 )
 
 // TestCreateStagingOnARemoteDockerHostOverSSH is staging as it runs: k3d
@@ -64,8 +65,14 @@ func TestCreateStagingOnARemoteDockerHostOverSSH(t *testing.T) {
 	kh := filepath.Join(dir, "known_hosts")
 	line := func(addr string, key ssh.PublicKey) string { return addr + " " + string(ssh.MarshalAuthorizedKey(key)) }
 	kc := filepath.Join(dir, "kubeconfig")
-	profile := func(name, user, host, cluster string, apiPort int) string {
+	// tuned: staging's Docker host tuning (inotify limits) applies; the
+	// profiles for the Docker failures below drop it to reach Docker.
+	profile := func(name, user, host, cluster string, apiPort int, tuned bool) string {
 		f := filepath.Join(dir, name+".yaml")
+		hosts := "  hosts: null\n"
+		if tuned {
+			hosts = ""
+		}
 		body := fmt.Sprintf(`apiVersion: labctl.dev/v1alpha1
 kind: Profile
 metadata: {name: %s}
@@ -79,13 +86,13 @@ spec:
     apiPort: %d
   ssh: {user: %s, identityFiles: [%s], knownHostsFile: %s}
   dns: {domain: e2e.labctl.test, records: []}
-`, name, cluster, user, host, images.K3sImage, host, apiPort, user, bed.KeyFile, kh)
+%s`, name, cluster, user, host, images.K3sImage, host, apiPort, user, bed.KeyFile, kh, hosts)
 		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return f
 	}
-	file := profile("staging-remote", testbed.DockerUser, ip, "labctl-remote", 6443)
+	file := profile("staging-remote", testbed.DockerUser, ip, "labctl-remote", 6443, true)
 	create := func(name, file string) (string, time.Duration, error) {
 		return runCreate(t, ctx, name, file, commands.CreateOptions{NoFlux: true, Kubeconfig: kc})
 	}
@@ -101,24 +108,51 @@ spec:
 		return onHost("docker ps -aq --filter label=k3d.cluster=" + cluster + " | wc -l; docker network ls -q --filter name=k3d-" + cluster + " | wc -l; docker volume ls -q --filter label=k3d.cluster=" + cluster + " | wc -l")
 	}
 
-	// The host's key is not known yet: refused, never recorded.
+	// The host's key is not known yet: refused, never recorded, by
+	// labctl's own SSH (tuning the host) and by Docker's SSH helper.
 	if err := os.WriteFile(kh, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	tuneFile := "/etc/sysctl.d/90-labctl.conf"
+	onHost("rm -f " + tuneFile)
 	_, _, err = create("unknown host key", file)
-	if !errors.Is(err, k3d.ErrDockerHost) || !strings.Contains(err.Error(), "is not the one in the profile's known_hosts") {
-		t.Fatalf("create with the Docker host's key unknown: %v", err)
+	if !errors.Is(err, remote.ErrHostKeyUnknown) {
+		t.Fatalf("create with the Docker host's key unknown (labctl's SSH): %v", err)
 	}
-	if b, _ := os.ReadFile(kh); len(b) != 0 || leftovers("labctl-remote") != "0\n0\n0" {
-		t.Fatalf("the refused create recorded a key (%q) or left something on the host", b)
+	_, _, err = create("unknown host key, untuned", profile("untuned", testbed.DockerUser, ip, "labctl-remote", 6443, false))
+	if !errors.Is(err, k3d.ErrDockerHost) || !strings.Contains(err.Error(), "is not the one in the profile's known_hosts") {
+		t.Fatalf("create with the Docker host's key unknown (Docker's SSH helper): %v", err)
+	}
+	if b, _ := os.ReadFile(kh); len(b) != 0 || leftovers("labctl-remote") != "0\n0\n0" || onHost("test -e "+tuneFile+" && echo tuned || echo untouched") != "untouched" {
+		t.Fatalf("a refused create recorded a key (%q) or left something on the host", b)
 	}
 	if err := os.WriteFile(kh, []byte(line(ip, dh.HostKey)+line(plainIP, plain.HostKey)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
-	_, first, err := create("first run", file)
+	preflight := func() (string, error) {
+		var b bytes.Buffer
+		err := commands.Preflight(ctx, commands.Env{Stdout: &b, Stderr: &b, Output: commands.OutputText, Now: time.Now}, commands.ProfileArg{File: file}, commands.PreflightOptions{})
+		return b.String(), err
+	}
+	if pout, err := preflight(); !errors.Is(err, commands.ErrNotReady) || !strings.Contains(pout, "does not persist it") && !strings.Contains(pout, ", want 524288") {
+		t.Errorf("preflight of the untuned Docker host: %v\n%s", err, pout)
+	}
+
+	out, first, err := create("first run", file)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The Docker host was tuned first, over SSH as dockerop with sudo:
+	// the inotify limits k3d's node containers share, live and persisted.
+	if !strings.Contains(out, "Tune the Docker host") {
+		t.Errorf("first run did not tune the Docker host:\n%s", out)
+	}
+	tuned := onHost("cat " + tuneFile + "; cat /proc/sys/fs/inotify/max_user_watches /proc/sys/fs/inotify/max_user_instances")
+	for _, want := range []string{"fs.inotify.max_user_watches = 524288", "fs.inotify.max_user_instances = 512", "\n524288\n512"} {
+		if !strings.Contains(tuned, want) {
+			t.Errorf("Docker host tuning lacks %q:\n%s", want, tuned)
+		}
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
@@ -173,6 +207,11 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
+	if pout, err := preflight(); err != nil {
+		t.Errorf("preflight of the tuned Docker host: %v\n%s", err, pout)
+	} else {
+		t.Logf("preflight of the tuned Docker host:\n%s", pout)
+	}
 	if !strings.Contains(out, ", 0 changes") {
 		t.Errorf("second run made changes:\n%s", out)
 	}
@@ -182,7 +221,7 @@ spec:
 	// share.
 	v := &verifier{file: file, opts: commands.VerifyOptions{Kubeconfig: kc}}
 	_, text, took := v.run(t, ctx)
-	for _, want := range []string{"disk /var/lib/docker", "inotify limits"} {
+	for _, want := range []string{"disk /var/lib/docker", "inotify limits", "sysctl fs.inotify.max_user_watches", "persisted in " + tuneFile} {
 		if !strings.Contains(text, want) {
 			t.Errorf("verify of the remote k3d cluster lacks %q:\n%s", want, text)
 		}
@@ -191,8 +230,8 @@ spec:
 
 	// Each way the host can be unusable, named.
 	for _, tc := range []struct{ name, file, want string }{
-		{"a user outside the docker group", profile("no-group", testbed.NoDockerUser, ip, "labctl-remote", 6443), "may not use Docker on " + ip + ": add it to the docker group (usermod -aG docker " + testbed.NoDockerUser + ")"},
-		{"a host without Docker", profile("no-docker", "root", plainIP, "labctl-remote", 6443), "has no docker CLI in root's PATH"},
+		{"a user outside the docker group", profile("no-group", testbed.NoDockerUser, ip, "labctl-remote", 6443, false), "may not use Docker on " + ip + ": add it to the docker group (usermod -aG docker " + testbed.NoDockerUser + ")"},
+		{"a host without Docker", profile("no-docker", "root", plainIP, "labctl-remote", 6443, false), "has no docker CLI in root's PATH"},
 	} {
 		_, _, err := create(tc.name, tc.file)
 		if !errors.Is(err, k3d.ErrDockerHost) || !strings.Contains(err.Error(), tc.want) {
@@ -212,7 +251,7 @@ spec:
 	}
 
 	// A raw k3d create of the same config on the same host, for the ratio.
-	rl, err := profiles.Loader{}.LoadFile(profile("raw", testbed.DockerUser, ip, "labctl-raw", 6444))
+	rl, err := profiles.Loader{}.LoadFile(profile("raw", testbed.DockerUser, ip, "labctl-raw", 6444, false))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,13 +28,21 @@ func Cluster(p *profiles.Profile, b Backends, o Options) (*plan.Plan, error) {
 func buildCreate(p *profiles.Profile, b Backends, o Options, withFlux bool) (*plan.Plan, error) {
 	f := newBuilder(p, b, o, p.Metadata.Name)
 	s := f.s
-	if err := f.need(s.Proxmox != nil, len(s.Nodes) > 0, len(s.Nodes) > 0, s.K3d != nil, withFlux); err != nil {
+	dockerHost, _, tuned := s.DockerHostMachine()
+	tuned = tuned && s.Hosts != nil
+	if err := f.need(s.Proxmox != nil, len(s.Nodes) > 0 || tuned, len(s.Nodes) > 0, s.K3d != nil, withFlux); err != nil {
 		return nil, err
 	}
 	var last string
 	if s.K3d != nil {
 		k := s.K3d
-		last = f.kubeconfig([]string{f.k3dCluster()}, "https://"+net.JoinHostPort(k.APIHost, strconv.Itoa(k.APIPort)), b.K3d)
+		var after []string
+		if tuned {
+			// The Docker host's kernel limits are every node
+			// container's: tuned before the first container starts.
+			after = []string{f.prerequisites(dockerHost, nil)}
+		}
+		last = f.kubeconfig([]string{f.k3dCluster(after)}, "https://"+net.JoinHostPort(k.APIHost, strconv.Itoa(k.APIPort)), b.K3d)
 	} else {
 		last = f.cluster(f.machines())
 	}

@@ -68,13 +68,17 @@ func (w *world) DestroyVM(_ context.Context, n profiles.Node) (bool, error) {
 }
 func (w *world) WaitSSH(context.Context, profiles.Node) error { return w.wait() }
 func (w *world) ObservePrerequisites(_ context.Context, n profiles.Node) (facts.Prerequisites, error) {
-	if w.did("ApplyPrerequisite " + n.Name + " data path") {
-		return facts.Prerequisites{}, nil
+	all := w.AssumeFresh(n)
+	out := facts.Prerequisites{}
+	for _, f := range all.Fixes {
+		if !w.did("ApplyPrerequisite " + n.Name + " " + f.Item) {
+			out.Fixes = append(out.Fixes, f)
+		}
 	}
-	return w.AssumeFresh(n), nil
+	return out, nil
 }
 func (w *world) AssumeFresh(n profiles.Node) facts.Prerequisites {
-	return offline.Hosts{DataPath: "/var/lib/longhorn"}.AssumeFresh(n)
+	return offline.Hosts{Spec: w.spec}.AssumeFresh(n)
 }
 func (w *world) ApplyPrerequisite(_ context.Context, n profiles.Node, fix facts.Fix) (string, error) {
 	return "", w.log("ApplyPrerequisite %s %s", n.Name, fix.Item)
@@ -166,11 +170,7 @@ func (w *world) backends() Backends {
 }
 
 func fresh(s *profiles.Spec) Backends {
-	dataPath := ""
-	if s.Storage.Longhorn != nil {
-		dataPath = s.Storage.Longhorn.DataPath
-	}
-	return Backends{VMs: offline.VMs{}, Hosts: offline.Hosts{DataPath: dataPath}, K3s: offline.K3s{}, K3d: offline.K3d{}, Flux: offline.Flux{}}
+	return Backends{VMs: offline.VMs{}, Hosts: offline.Hosts{Spec: s}, K3s: offline.K3s{}, K3d: offline.K3d{}, Flux: offline.Flux{}}
 }
 
 func changes(r *plan.Report) []string {
@@ -280,7 +280,9 @@ func TestCreateStopsOnDriftNamingEveryNodeAndChangesNothing(t *testing.T) {
 	l.Spec.DNS.Records = append(l.Spec.DNS.Records, profiles.DNSRecord{Name: "api.ronaldlokers.nl", Targets: []string{"10.0.40.101"}})
 	w := &world{spec: &l.Spec, k3s: running}
 	for _, n := range l.Spec.Nodes {
-		w.calls = append(w.calls, "ApplyPrerequisite "+n.Name+" data path") // prerequisites in place
+		for _, f := range w.AssumeFresh(n).Fixes { // prerequisites in place
+			w.calls = append(w.calls, "ApplyPrerequisite "+n.Name+" "+f.Item)
+		}
 	}
 	before := len(w.calls)
 	p, err := Cluster(&l.Profile, w.backends(), Options{})

@@ -108,9 +108,12 @@ func (f *builder) machineMissing(n profiles.Node) bool {
 
 // prerequisites adds the step installing n's host prerequisites.
 func (f *builder) prerequisites(n profiles.Node, after []string) string {
-	id := "prerequisites/" + n.Name
+	id, title := "prerequisites/"+n.Name, "Install host prerequisites"
+	if n.Role == profiles.RoleDockerHost {
+		title = "Tune the Docker host"
+	}
 	f.plan.Add(plan.Step{
-		ID: id, Title: "Install host prerequisites", Host: n.Name, After: after,
+		ID: id, Title: title, Host: n.Name, After: after,
 		Check: func(ctx context.Context, log func(string)) (plan.Verdict, error) {
 			var pr facts.Prerequisites
 			if f.machineMissing(n) {
@@ -437,10 +440,10 @@ func (f *builder) flux(after []string) string {
 }
 
 // k3dCluster adds the step creating the k3d cluster.
-func (f *builder) k3dCluster() string {
+func (f *builder) k3dCluster(after []string) string {
 	k := f.s.K3d
 	f.plan.Add(plan.Step{
-		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k),
+		ID: "k3d-cluster", Title: "Create k3d cluster", Host: dockerHostLabel(k), After: after,
 		Check: func(ctx context.Context, _ func(string)) (plan.Verdict, error) {
 			c, err := f.b.K3d.Observe(ctx)
 			if err != nil {

@@ -295,3 +295,37 @@ func TestSizeAndProblemCountAreCapped(t *testing.T) {
 		t.Fatalf("many problems: %d listed", len(inv.Problems))
 	}
 }
+
+// A k3d cluster's Docker host reached over SSH is a machine labctl logs
+// in to as Docker's SSH helper does: the URL's user and port, straight to
+// the host, with the profile's identities and known_hosts; any other
+// Docker is not.
+func TestDockerHostMachine(t *testing.T) {
+	s := load(t, "staging").Spec
+	if s.Hosts == nil || s.Hosts.Sysctl["fs.inotify.max_user_watches"] != "524288" || s.Hosts.Sysctl["fs.inotify.max_user_instances"] != "512" {
+		t.Errorf("staging's Docker host tuning = %+v, want the inotify defaults", s.Hosts)
+	}
+	n, ssh, ok := s.DockerHostMachine()
+	if !ok || n.Name != "10.0.40.52" || n.Address != "10.0.40.52" || n.Role != RoleDockerHost || ssh.User != "ronald" || ssh.Port != 0 {
+		t.Errorf("staging: %+v %+v %v", n, ssh, ok)
+	}
+	s.SSH = &SSH{User: "someone", Port: 2200, JumpHost: "bastion", IdentityFiles: []string{"~/.ssh/id"}, KnownHostsFile: "kh"}
+	s.K3d.DockerHost = "ssh://op@docker.lab.test:2222"
+	n, ssh, ok = s.DockerHostMachine()
+	want := SSH{User: "op", Port: 2222, IdentityFiles: []string{"~/.ssh/id"}, KnownHostsFile: "kh"}
+	if !ok || n.Address != "docker.lab.test" || !reflect.DeepEqual(ssh, want) {
+		t.Errorf("ssh://op@docker.lab.test:2222: %+v %+v %v, want %+v", n, ssh, ok, want)
+	}
+	if s.SSH.User != "someone" {
+		t.Errorf("the profile's ssh section was changed: %+v", s.SSH)
+	}
+	for _, h := range []string{"", "unix:///var/run/docker.sock", "tcp://10.0.0.1:2376"} {
+		s.K3d.DockerHost = h
+		if _, _, ok := s.DockerHostMachine(); ok {
+			t.Errorf("%q taken for a machine reached over SSH", h)
+		}
+	}
+	if l := load(t, "local").Spec; l.Hosts != nil {
+		t.Errorf("local (this machine's Docker) inherits staging's tuning: %+v", l.Hosts)
+	}
+}

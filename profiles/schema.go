@@ -56,6 +56,11 @@ func schemaOf(t reflect.Type) map[string]any {
 				continue
 			}
 			p := schemaOf(f.Type)
+			if f.Type.Kind() == reflect.Pointer && p["type"] == "object" {
+				// An optional section: null in a profile drops the one it
+				// extends (local's hosts: null).
+				p["type"] = []string{"object", "null"}
+			}
 			if e := f.Tag.Get("enum"); e != "" {
 				p["enum"] = strings.Split(e, ",")
 			}

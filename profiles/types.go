@@ -7,6 +7,12 @@
 // environment variable or a file, resolved only when a command needs them.
 package profiles
 
+import (
+	"net/url"
+	"strconv"
+	"strings"
+)
+
 // APIVersion and Kind head every profile file.
 const (
 	APIVersion = "labctl.dev/v1alpha1"
@@ -23,6 +29,9 @@ const (
 const (
 	RoleServer = "server"
 	RoleAgent  = "agent"
+	// RoleDockerHost is a k3d cluster's Docker host as a machine
+	// (Spec.DockerHostMachine); never a role in a profile.
+	RoleDockerHost = "docker-host"
 )
 
 // Profile describes one cluster: where its machines come from, how K3s is
@@ -59,8 +68,9 @@ type Spec struct {
 	DNS          DNS           `yaml:"dns" json:"dns"`
 	Certificates *Certificates `yaml:"certificates,omitempty" json:"certificates,omitempty"`
 	Flux         Flux          `yaml:"flux" json:"flux"`
-	// Hosts is the tuning of every SSH node, applied with the host
-	// prerequisites and checked by preflight and verify.
+	// Hosts is the tuning of every SSH node, or of a k3d cluster's Docker
+	// host reached over SSH, applied with the host prerequisites and
+	// checked by preflight and verify.
 	Hosts *Hosts `yaml:"hosts,omitempty" json:"hosts,omitempty"`
 }
 
@@ -324,6 +334,34 @@ func (s *Spec) Agents() []Node {
 		}
 	}
 	return out
+}
+
+// DockerHostMachine is a k3d cluster's Docker host reached over SSH
+// (spec.k3d.dockerHost ssh://[user@]host[:port]) as a machine labctl
+// logs in to: named by its host, with the URL's user and port and the
+// profile's identities, known_hosts and sudo password. ok is false for
+// any other Docker (a local socket, tcp://, a context).
+func (s *Spec) DockerHostMachine() (n Node, ssh SSH, ok bool) {
+	if s.K3d == nil || !strings.HasPrefix(s.K3d.DockerHost, "ssh://") {
+		return Node{}, SSH{}, false
+	}
+	u, err := url.Parse(s.K3d.DockerHost)
+	if err != nil || u.Hostname() == "" {
+		return Node{}, SSH{}, false
+	}
+	if s.SSH != nil {
+		ssh = *s.SSH
+	}
+	// Docker's SSH helper logs in as the URL's user, on its port, and
+	// straight to the host: so does labctl.
+	ssh.User, ssh.Port, ssh.JumpHost = "", 0, ""
+	if u.User != nil {
+		ssh.User = u.User.Username()
+	}
+	if p, err := strconv.Atoi(u.Port()); err == nil {
+		ssh.Port = p
+	}
+	return Node{Name: u.Hostname(), Address: u.Hostname(), Role: RoleDockerHost}, ssh, true
 }
 
 // Node returns the profile's node of that name.

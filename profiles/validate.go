@@ -777,8 +777,8 @@ func (c *checker) hosts(s *Spec) {
 	if h == nil {
 		return
 	}
-	if len(s.Nodes) == 0 {
-		c.add("spec.hosts", "host tuning applies to SSH nodes (spec.nodes); a k3d Docker host is not tuned by labctl yet")
+	if _, _, ok := s.DockerHostMachine(); len(s.Nodes) == 0 && !ok {
+		c.add("spec.hosts", "host tuning applies to SSH nodes (spec.nodes) and to a k3d Docker host reached over SSH (spec.k3d.dockerHost: ssh://user@host); labctl does not tune the Docker of the machine it runs on, a tcp:// host or a Docker context")
 		return
 	}
 	for _, k := range sortedKeys(h.Sysctl) {

@@ -268,28 +268,7 @@ func (h Host) WALp99() (time.Duration, float64, bool) {
 
 // HostChecks are the checks of one node's host facts.
 func HostChecks(s *profiles.Spec, n profiles.Node, h Host, now time.Time) Report {
-	var r Report
-	// Preflight's items: what Longhorn needs on the host, and the
-	// profile's tuning.
-	if s.Storage.Longhorn != nil || s.Hosts != nil || s.K3s.EtcdMount != "" {
-		for _, f := range prereq.Assess(h.Prereq, prereq.WantFor(s, n)) {
-			if s.Storage.Longhorn == nil && !f.Tuning {
-				continue
-			}
-			st := OK
-			switch f.Status {
-			case prereq.Missing, prereq.Refused:
-				st = Fail
-			case prereq.Warn:
-				st = Warn
-			}
-			want := ""
-			if st != OK {
-				want = "in place (labctl create fixes what labctl can)"
-			}
-			r.add(GroupHosts, f.Item, n.Name, st, f.Detail, want)
-		}
-	}
+	r := PrerequisiteChecks(s, n, h.Prereq)
 	for _, d := range h.Disks {
 		name := "disk " + d.Path
 		pct := d.UsedPercent()
@@ -309,6 +288,34 @@ func HostChecks(s *profiles.Spec, n profiles.Node, h Host, now time.Time) Report
 			fmt.Sprintf("at least %d and %d (fs.inotify.* in /etc/sysctl.d)", InotifyWatches, InotifyInstances))
 	} else {
 		r.ok(GroupHosts, "inotify limits", n.Name, ino)
+	}
+	return r
+}
+
+// PrerequisiteChecks are preflight's items on one machine: what Longhorn
+// needs there, and the profile's tuning (a k3d Docker host has only the
+// tuning).
+func PrerequisiteChecks(s *profiles.Spec, n profiles.Node, f prereq.Facts) Report {
+	var r Report
+	if s.Storage.Longhorn == nil && s.Hosts == nil && s.K3s.EtcdMount == "" {
+		return r
+	}
+	for _, fd := range prereq.Assess(f, prereq.WantFor(s, n)) {
+		if s.Storage.Longhorn == nil && !fd.Tuning {
+			continue
+		}
+		st := OK
+		switch fd.Status {
+		case prereq.Missing, prereq.Refused:
+			st = Fail
+		case prereq.Warn:
+			st = Warn
+		}
+		want := ""
+		if st != OK {
+			want = "in place (labctl create fixes what labctl can)"
+		}
+		r.add(GroupHosts, fd.Item, n.Name, st, fd.Detail, want)
 	}
 	return r
 }

@@ -117,7 +117,7 @@ func TestExitCodes(t *testing.T) {
 		{"plan --observe without a token", []string{"plan", "-f", "testdata/pve-no-token.yaml", "--observe"}, 1, "proxmox.tokenRef: environment variable LABCTL_TEST_NO_SUCH_TOKEN: secret not found"},
 		{"plan --observe of a k3d profile without its Docker", []string{"plan", "-f", "testdata/k3d-unreachable.yaml", "--observe"}, 1, "Docker is not reachable at tcp://127.0.0.1:9: check that the host is up"},
 		{"create on a k3d profile without its Docker says so once", []string{"create", "-f", "testdata/k3d-unreachable.yaml", "--no-flux"}, 1, "labctl: k3d-cluster: k3d cluster staging: Docker is not reachable at tcp://127.0.0.1:9: check that the host is up, that Docker runs there and that this user may use it\n"},
-		{"preflight of a k3d profile", []string{"preflight", "staging"}, 1, "labctl preflight works on SSH nodes; profile staging is a k3d cluster"},
+		{"preflight of a k3d profile on this machine's Docker", []string{"preflight", "local"}, 1, "labctl preflight checks SSH nodes, or a k3d cluster's Docker host reached over SSH with spec.hosts tuning; profile local has neither"},
 		{"rebuild of a node the profile lacks", []string{"rebuild", "production", "kube-srv-9"}, 1, `profile production has no node "kube-srv-9" (its nodes: [kube-srv-1 kube-srv-2 kube-srv-3])`},
 		{"rebuild without a node", []string{"rebuild", "production"}, 2, "rebuild takes a profile and a node"},
 		{"rebuild of a k3d server", []string{"plan", "staging", "--rebuild", "server-0"}, 1, "k3d-staging-server-0 is a server of k3d cluster staging, which runs 1: a k3d server cannot be rebuilt in place"},

@@ -51,8 +51,11 @@ systemctl enable containerd docker >/dev/null 2>&1
 mkdir -p /etc/docker /etc/systemd/system/docker.service.d
 echo '%s' > /etc/docker/daemon.json
 printf '[Service]\nEnvironment=HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=\n' > /etc/systemd/system/docker.service.d/proxy.conf
-useradd -m -s /bin/bash -G docker %s
-useradd -m -s /bin/bash %s`, daemon, DockerUser, NoDockerUser)
+useradd -m -s /bin/bash -G docker %[2]s
+# The operator's login on a Docker host VM: labctl tunes the host with sudo.
+echo '%[2]s ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/%[2]s
+chmod 0440 /etc/sudoers.d/%[2]s
+useradd -m -s /bin/bash %[3]s`, daemon, DockerUser, NoDockerUser)
 	sum := sha256.New()
 	fmt.Fprintln(sum, id, script)
 	if wrap != "" {
