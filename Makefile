@@ -12,7 +12,7 @@ ACTIONLINT := $(BIN)/actionlint-$(ACTIONLINT_VERSION)
 # Packages whose tests compare with golden files under testdata/.
 GOLDEN_PKGS   := ./cmd/... ./plan/... ./profiles/... ./provision/prereq/... ./provision/k3s/... ./provision/kubeconfig/... ./provision/k3d/...
 
-.PHONY: all build test test-deps vet lint fmt fuzz bench golden testbed e2e ci clean
+.PHONY: all build test test-deps vet lint fmt fuzz bench golden testbed e2e e2e-bench ci clean
 
 all: build test
 
@@ -88,6 +88,11 @@ testbed:
 ## e2e: every Docker-based end-to-end test (the bed's self-test included)
 e2e:
 	$(GO) test -tags e2e -count=1 -p 1 -v -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...
+
+## e2e-bench: e2e with the speed comparisons measured too (LABCTL_E2E_BENCH=1):
+## labctl create vs a raw k3d create, the Flux chain with reconcile requests off/on
+e2e-bench:
+	LABCTL_E2E_BENCH=1 $(MAKE) e2e E2E_RUN='$(or $(E2E_RUN),TestCreateStagingOnARemoteDockerHostOverSSH|TestCreateLocal)'
 
 ## ci: what .ci/run runs on a clean clone
 ci: build lint test e2e

@@ -250,20 +250,25 @@ spec:
 		t.Errorf("containers, networks, volumes of the cluster left on the Docker host after destroy: %q", got)
 	}
 
-	// A raw k3d create of the same config on the same host, for the ratio.
-	rl, err := profiles.Loader{}.LoadFile(profile("raw", testbed.DockerUser, ip, "labctl-raw", 6444, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 8080, 8443
-	rb := &k3d.Backend{Spec: &rl.Spec, Profile: "raw", Kubeconfig: filepath.Join(dir, "raw-kubeconfig")}
-	start = time.Now()
-	if err := rb.CreateCluster(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rawTime := time.Since(start)
-	if err := rb.Delete(ctx); err != nil {
-		t.Fatal(err)
+	// A raw k3d create of the same config on the same host, for the
+	// ratio: a measurement, not a check.
+	if measuring(t, "labctl create vs a raw k3d create on the same host") {
+		rl, err := profiles.Loader{}.LoadFile(profile("raw", testbed.DockerUser, ip, "labctl-raw", 6444, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 8080, 8443
+		rb := &k3d.Backend{Spec: &rl.Spec, Profile: "raw", Kubeconfig: filepath.Join(dir, "raw-kubeconfig")}
+		start = time.Now()
+		if err := rb.CreateCluster(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rawTime := time.Since(start)
+		if err := rb.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("ratio labctl create / raw k3d create of the same config on the same host: %s / %s = %.2f (goal ≤ 1.10; labctl also tunes the host, waits for every Node Ready and merges the kubeconfig)",
+			first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
 	}
 
 	// Docker stopped on the host.
@@ -271,6 +276,5 @@ spec:
 	if _, _, err := create("Docker stopped", file); !errors.Is(err, k3d.ErrDockerHost) || !strings.Contains(err.Error(), "Docker does not run on "+ip) {
 		t.Errorf("Docker stopped: %v", err)
 	}
-	t.Logf("remote Docker host: create %s, no-op re-run %s, destroy %s; raw k3d create %s: ratio %.2f (goal ≤ 1.10; labctl also waits for every Node Ready and merges the kubeconfig)",
-		first.Round(time.Millisecond), second.Round(time.Millisecond), destroyed.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
+	t.Logf("remote Docker host: create %s, no-op re-run %s, destroy %s", first.Round(time.Millisecond), second.Round(time.Millisecond), destroyed.Round(time.Millisecond))
 }

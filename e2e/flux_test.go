@@ -172,11 +172,14 @@ spec:
 	}
 	start := time.Now()
 	changed := strings.Replace(files["infrastructure/configs/base/issuer.yaml"], "letsencrypt-staging", "letsencrypt-e2e", 1)
-	if _, err := repo.Commit(ctx, "change the issuer", map[string]string{"infrastructure/configs/base/issuer.yaml": changed}); err != nil {
+	commit, err := repo.Commit(ctx, "change the issuer", map[string]string{"infrastructure/configs/base/issuer.yaml": changed})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// GitRepository flux-system polls every minute; the Kustomizations
-	// follow their dependsOn chain.
+	// Asked to fetch at once (as `flux reconcile source git` does; it
+	// would poll within a minute), then the Kustomizations follow their
+	// dependsOn chain on their own.
+	fetchNow(t, ctx, fluxClient(t, rc), commit)
 	for deadline := time.Now().Add(5 * time.Minute); ; {
 		cm, err := cs.CoreV1().ConfigMaps("infrastructure").Get(ctx, "fixture-issuer", metav1.GetOptions{})
 		if err == nil && cm.Data["issuer"] == "letsencrypt-e2e" {

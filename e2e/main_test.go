@@ -36,6 +36,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// measuring reports whether the speed comparisons run
+// (LABCTL_E2E_BENCH=1, `make e2e-bench`): a raw k3d create beside
+// labctl's, the Flux chain with labctl's reconcile requests off and on.
+// They are measurements, not checks, so CI's `make e2e` leaves them out.
+func measuring(t *testing.T, what string) bool {
+	if os.Getenv("LABCTL_E2E_BENCH") == "1" {
+		return true
+	}
+	t.Logf("not measured (LABCTL_E2E_BENCH=1 or make e2e-bench measures it): %s", what)
+	return false
+}
+
 // knownHosts writes the bed's current host keys to a file for a test.
 func knownHosts(t *testing.T) string {
 	t.Helper()
