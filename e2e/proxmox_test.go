@@ -165,6 +165,9 @@ func gitOverSSH(t *testing.T, ctx context.Context) (*sshdtest.Server, *testbed.R
 // is Ready in dependsOn order. A further create changes nothing; destroy
 // removes the VMs and their nodes.
 func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
+	// Beside TestGivenHosts (other nodes, other addresses): most of this
+	// scenario is waiting for K3s and Flux, not using the CPU.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	logf := func(f string, a ...any) { t.Logf(f, a...) }
@@ -212,8 +215,7 @@ func TestCreateProductionOnSimulatedProxmoxFromNothing(t *testing.T) {
 `, record, strings.Join(ips, ", "), repoURL, forge.KnownHosts(forge.HostKey), testbed.FluxVersion, filepath.Join(fb.Manifests, "install"), strings.Join(testbed.FluxComponents, ", "))
 	file := productionE2EProfile(t, sim, serveK3s(t, kubeBin), ips, fluxYAML)
 	env := map[string]string{"LABCTL_E2E_PVE_TOKEN": "root@pam!labctl=e2e-3c1f"}
-	t.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
-	t.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
+	// CLOUDFLARE_API_TOKEN and SOPS_AGE_KEY: set for the package in TestMain.
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	state := t.TempDir()
 	// No --accept-new-host-keys: labctl reads each new VM's host key

