@@ -240,9 +240,15 @@ func (b *Bed) startNodeFrom(ctx context.Context, image, name, ip, keys, install 
 	if err != nil {
 		return nil, err
 	}
-	if n.HostKey, _, _, _, err = ssh.ParseAuthorizedKey([]byte(hk)); err != nil {
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hk))
+	if err != nil {
 		return nil, fmt.Errorf("node %s host key: %w", name, err)
 	}
+	// Under the lock: KnownHosts reads it while other nodes boot (the
+	// production scenario and TestGivenHosts run in parallel).
+	b.mu.Lock()
+	n.HostKey = key
+	b.mu.Unlock()
 	return n, waitTCP(ctx, net.JoinHostPort(ip, "22"), 30*time.Second)
 }
 
@@ -303,12 +309,15 @@ func (b *Bed) RemoveNode(ctx context.Context, node string) error {
 	return err
 }
 
-// KnownHosts renders a known_hosts file for the nodes.
+// KnownHosts renders a known_hosts file for the nodes that have booted.
 func (b *Bed) KnownHosts() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []byte
 	for _, n := range b.nodes {
+		if n.HostKey == nil { // still booting
+			continue
+		}
 		line := n.IP + " " + string(ssh.MarshalAuthorizedKey(n.HostKey))
 		out = append(out, line...)
 	}

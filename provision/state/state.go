@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,27 +74,42 @@ func (d Dir) ForgetRebuild(node string) error {
 }
 
 // WriteFile replaces path atomically with data, mode 0600, creating its
-// directory (0700): a temporary file in the same directory, synced, then
-// renamed over the target, so a crash leaves the old file or the new one,
-// never half of one. A symlink at path is replaced, not followed.
+// directory (0700): the data is written to an unnamed file in the same
+// directory (a named temporary one where the file system has no unnamed
+// files), synced, named and renamed over the target, so a crash leaves
+// the old file or the new one, never half of one, and a run killed while
+// writing leaves no temporary file. A symlink at path is replaced, not
+// followed.
 func WriteFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	sweepStale(path)
+	if f, ok := openUnnamed(dir); ok {
+		err := fill(f, data)
+		tmp := filepath.Join(dir, tempPrefix(path)+strconv.FormatInt(time.Now().UnixNano(), 36))
+		if err == nil {
+			err = linkUnnamed(f, tmp)
+		}
+		_ = f.Close()
+		if err == nil {
+			if err = os.Rename(tmp, path); err != nil {
+				_ = os.Remove(tmp)
+			}
+			return err
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		// No /proc to link through: the named way below.
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
+	if err := fill(tmp, data); err != nil {
 		_ = tmp.Close()
 		return err
 	}
@@ -101,6 +117,43 @@ func WriteFile(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// fill makes f owner-only and writes and syncs data.
+func fill(f *os.File, data []byte) error {
+	if err := f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// tempPrefix is the name of path's temporary files: ".<name>.".
+func tempPrefix(path string) string { return "." + filepath.Base(path) + "." }
+
+// staleAfter is the age from which a temporary file of labctl's is left
+// over from a run that was killed (writing one takes milliseconds).
+const staleAfter = time.Minute
+
+// sweepStale removes path's temporary files that a killed run left (the
+// named way, or labctl before unnamed files): regular files named
+// ".<name>.*" older than staleAfter. Younger ones may be another run's.
+func sweepStale(path string) {
+	dir, prefix := filepath.Dir(path), tempPrefix(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // ErrSymlink says a state file is a symbolic link: labctl keeps its state
@@ -128,25 +181,36 @@ func CheckRegular(path string) error {
 
 // CreateExclusive writes data to path (0600) only if path does not exist
 // yet, atomically: the whole file appears at once or not at all, and of
-// two runs racing, one wins. It reports whether this call created it.
+// two runs racing, one wins. It reports whether this call created it. A
+// run killed while writing leaves no temporary file (see WriteFile).
 func CreateExclusive(path string, data []byte) (bool, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	sweepStale(path)
+	if f, ok := openUnnamed(dir); ok {
+		err := fill(f, data)
+		if err == nil {
+			err = linkUnnamed(f, path)
+		}
+		_ = f.Close()
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, os.ErrExist):
+			return false, nil
+		case !errors.Is(err, os.ErrNotExist):
+			return false, err
+		}
+		// No /proc to link through: the named way below.
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return false, err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return false, err
-	}
-	if err := tmp.Sync(); err != nil {
+	if err := fill(tmp, data); err != nil {
 		_ = tmp.Close()
 		return false, err
 	}
