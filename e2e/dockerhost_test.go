@@ -258,15 +258,7 @@ spec:
 			t.Fatal(err)
 		}
 		rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 8080, 8443
-		rb := &k3d.Backend{Spec: &rl.Spec, Profile: "raw", Kubeconfig: filepath.Join(dir, "raw-kubeconfig")}
-		start = time.Now()
-		if err := rb.CreateCluster(ctx); err != nil {
-			t.Fatal(err)
-		}
-		rawTime := time.Since(start)
-		if err := rb.Delete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		rawTime := rawK3dCreate(t, ctx, &rl.Spec, filepath.Join(dir, "raw-kubeconfig"))
 		t.Logf("ratio labctl create / raw k3d create of the same config on the same host: %s / %s = %.2f (goal ≤ 1.10; labctl also tunes the host, waits for every Node Ready and merges the kubeconfig)",
 			first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
 	}
