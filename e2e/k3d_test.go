@@ -76,7 +76,17 @@ spec:
 	create := func(name, file string) (string, time.Duration, error) {
 		return runCreate(t, ctx, name, file, commands.CreateOptions{NoFlux: true, Kubeconfig: kc})
 	}
+	// k3d leaves a k3d-hostsfile-* per node in the temporary directory;
+	// labctl gives it one of its own, so none is added to the operator's.
+	leaked := func() int {
+		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "k3d-hostsfile-*"))
+		return len(m)
+	}
+	before := leaked()
 	_, first, err := create("first run", file)
+	if n := leaked() - before; n != 0 {
+		t.Errorf("create left %d k3d-hostsfile-* files in %s", n, os.TempDir())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

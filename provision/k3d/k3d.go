@@ -133,10 +133,18 @@ func passthrough(cfg profiles.K3sConfig, filter string) []conf.K3sArgWithNodeFil
 var dockerEnv sync.Mutex
 
 func (b *Backend) withDocker(fn func() error) error {
+	return b.withDockerEnv(nil, fn)
+}
+
+// withDockerEnv is withDocker with more variables set for fn.
+func (b *Backend) withDockerEnv(extra map[string]string, fn func() error) error {
 	quiet()
 	dockerEnv.Lock()
 	defer dockerEnv.Unlock()
 	set := map[string]string{}
+	for k, v := range extra {
+		set[k] = v
+	}
 	switch k := b.Spec.K3d; {
 	case strings.HasPrefix(k.DockerHost, "ssh://"):
 		dir, cleanup, err := sshShim(b.Spec)
@@ -327,9 +335,18 @@ func (b *Backend) exists(ctx context.Context) (bool, error) {
 }
 
 // CreateCluster runs k3d's cluster create (containers, network, load
-// balancer; it waits for the nodes' ready log lines).
+// balancer; it waits for the nodes' ready log lines). k3d v5.8.3 writes
+// a temporary k3d-hostsfile-* per node and never removes it
+// (pkg/client/hooks.go), so the create gets a temporary directory of its
+// own (TMPDIR), removed afterwards: nothing is left in the operator's
+// /tmp.
 func (b *Backend) CreateCluster(ctx context.Context) error {
-	return b.withDocker(func() error {
+	tmp, err := os.MkdirTemp("", "labctl-k3d-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	return b.withDockerEnv(map[string]string{"TMPDIR": tmp}, func() error {
 		cc, err := b.clusterConfig(ctx)
 		if err != nil {
 			return err
