@@ -86,37 +86,70 @@ func WriteFile(path string, data []byte) error {
 		return err
 	}
 	sweepStale(path)
-	if f, ok := openUnnamed(dir); ok {
-		err := fill(f, data)
+	done, err := viaUnnamed(dir, data, func(f *os.File) error {
 		tmp := filepath.Join(dir, tempPrefix(path)+strconv.FormatInt(time.Now().UnixNano(), 36))
-		if err == nil {
-			err = linkUnnamed(f, tmp)
-		}
-		_ = f.Close()
-		if err == nil {
-			if err = os.Rename(tmp, path); err != nil {
-				_ = os.Remove(tmp)
-			}
+		if err := linkUnnamed(f, tmp); err != nil {
 			return err
 		}
-		if !errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(tmp, path); err != nil {
+			_ = os.Remove(tmp)
 			return err
 		}
-		// No /proc to link through: the named way below.
+		return nil
+	})
+	if done {
+		return err
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
+	tmp, err := namedTemp(path, data)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := fill(tmp, data); err != nil {
-		_ = tmp.Close()
-		return err
+	defer func() { _ = os.Remove(tmp) }()
+	return os.Rename(tmp, path)
+}
+
+// useUnnamed is off in tests of the named way only.
+var useUnnamed = true
+
+// viaUnnamed writes data to an unnamed file in dir and has name give it
+// its name. done is false where unnamed files cannot be used (no
+// O_TMPFILE, or no /proc to link through): the caller then takes a named
+// temporary file.
+func viaUnnamed(dir string, data []byte, name func(*os.File) error) (done bool, err error) {
+	if !useUnnamed {
+		return false, nil
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	f, ok := openUnnamed(dir)
+	if !ok {
+		return false, nil
 	}
-	return os.Rename(tmp.Name(), path)
+	err = fill(f, data)
+	if err == nil {
+		err = name(f)
+	}
+	_ = f.Close()
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return true, err
+}
+
+// namedTemp writes data to a new temporary file beside path (the named
+// way: a killed run leaves it, for sweepStale) and returns its name.
+func namedTemp(path string, data []byte) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), tempPrefix(path)+"*")
+	if err != nil {
+		return "", err
+	}
+	err = fill(tmp, data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
 }
 
 // fill makes f owner-only and writes and syncs data.
@@ -189,42 +222,20 @@ func CreateExclusive(path string, data []byte) (bool, error) {
 		return false, err
 	}
 	sweepStale(path)
-	if f, ok := openUnnamed(dir); ok {
-		err := fill(f, data)
-		if err == nil {
-			err = linkUnnamed(f, path)
+	done, err := viaUnnamed(dir, data, func(f *os.File) error { return linkUnnamed(f, path) })
+	if !done {
+		tmp, terr := namedTemp(path, data)
+		if terr != nil {
+			return false, terr
 		}
-		_ = f.Close()
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, os.ErrExist):
-			return false, nil
-		case !errors.Is(err, os.ErrNotExist):
-			return false, err
-		}
-		// No /proc to link through: the named way below.
+		defer func() { _ = os.Remove(tmp) }()
+		// link(2) fails when path exists, also as a dangling symlink.
+		err = os.Link(tmp, path)
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
-	if err != nil {
-		return false, err
+	if errors.Is(err, os.ErrExist) {
+		return false, nil
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := fill(tmp, data); err != nil {
-		_ = tmp.Close()
-		return false, err
-	}
-	if err := tmp.Close(); err != nil {
-		return false, err
-	}
-	// link(2) fails when path exists, also as a dangling symlink.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	return true, nil
+	return err == nil, err
 }
 
 // SnapshotMeta is what local state knows of a snapshot it keeps, in

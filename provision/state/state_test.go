@@ -97,3 +97,13 @@ func TestStaleTemporaryFilesAreSwept(t *testing.T) {
 		t.Errorf("directory holds %v", got)
 	}
 }
+
+// The named way (file systems without unnamed files) gives the same
+// results.
+func TestNamedTemporaryFilesWhereNoUnnamedOnes(t *testing.T) {
+	useUnnamed = false
+	defer func() { useUnnamed = true }()
+	t.Run("CreateExclusive", TestCreateExclusiveOnceOwnerOnlyNoTemporaryFiles)
+	t.Run("WriteFile", TestWriteFileReplacesWithoutTemporaryFiles)
+	t.Run("Sweep", TestStaleTemporaryFilesAreSwept)
+}
