@@ -139,10 +139,12 @@ spec:
 		t.Errorf("preflight of the untuned Docker host: %v\n%s", err, pout)
 	}
 
+	pulled := registryPulls(t, images)
 	out, first, err := create("first run", file)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pulled()
 	// The Docker host was tuned first, over SSH as dockerop with sudo:
 	// the inotify limits k3d's node containers share, live and persisted.
 	if !strings.Contains(out, "Tune the Docker host") {
@@ -258,6 +260,10 @@ spec:
 			t.Fatal(err)
 		}
 		rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 8080, 8443
+		if images.Registry != nil {
+			// labctl's create pulled the images; the raw one pulls them too.
+			onHost("docker image rm " + strings.Join(images.K3dPulled(), " ") + " >/dev/null")
+		}
 		rawTime := rawK3dCreate(t, ctx, &rl.Spec, filepath.Join(dir, "raw-kubeconfig"))
 		t.Logf("ratio labctl create / raw k3d create of the same config on the same host: %s / %s = %.2f (goal ≤ 1.10; labctl also tunes the host, waits for every Node Ready and merges the kubeconfig)",
 			first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())

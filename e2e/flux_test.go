@@ -123,11 +123,13 @@ spec:
 	var watchMu sync.Mutex
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	go watchReady(watchCtx, kc, "flux-e2e", firstReady, &watchMu)
+	pulled := registryPulls(t, images)
 	out, first, err := create("create with Flux", file, commands.CreateOptions{})
 	stopWatch()
 	if err != nil {
 		t.Fatal(err)
 	}
+	pulled()
 	// The last ones may turn Ready between the watcher's polls and create's
 	// return: one more look (they were not Ready at the previous poll).
 	pollReady(ctx, kc, "flux-e2e", firstReady, &watchMu)

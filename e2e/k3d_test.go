@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/labctl/labctl/commands"
+	"github.com/labctl/labctl/e2e/testbed"
 	"github.com/labctl/labctl/profiles"
 	"github.com/labctl/labctl/provision/k3d"
 )
@@ -83,6 +84,7 @@ spec:
 		return len(m)
 	}
 	before := leaked()
+	pulled := registryPulls(t, images)
 	_, first, err := create("first run", file)
 	if n := leaked() - before; n != 0 {
 		t.Errorf("create left %d k3d-hostsfile-* files in %s", n, os.TempDir())
@@ -90,6 +92,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
+	pulled()
 	cfg, err := clientcmd.LoadFromFile(kc)
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +170,31 @@ spec:
 	rl.Spec.K3d.APIPort, rl.Spec.K3d.Ports[0].HostPort, rl.Spec.K3d.Ports[1].HostPort = 16446, 18083, 18446
 	rawTime := rawK3dCreate(t, ctx, &rl.Spec, filepath.Join(dir, "raw-kubeconfig"))
 	t.Logf("labctl create %s vs raw k3d cluster run %s: ratio %.2f (labctl also waits for every Node Ready and merges the kubeconfig)", first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
+}
+
+// registryPulls, in real-images mode on the bed, returns a check that
+// each image k3d needs was pulled from the bed's registry since (a
+// request for its manifest in the registry's access log; the blobs a
+// Docker engine already holds are not downloaded again).
+func registryPulls(t *testing.T, s testbed.K3dSetup) func() {
+	t.Helper()
+	if s.Registry == nil {
+		return func() {}
+	}
+	before := map[string][2]int{}
+	for _, img := range s.K3dPulled() {
+		before[img] = [2]int{s.Registry.ManifestRequests(img), s.Registry.Blobs(img)}
+	}
+	return func() {
+		t.Helper()
+		for _, img := range s.K3dPulled() {
+			if n := s.Registry.ManifestRequests(img) - before[img][0]; n < 1 {
+				t.Errorf("real-images mode: %s was not pulled from the bed's registry (log %s)", img, s.Registry.Log)
+			} else {
+				t.Logf("pulled from the bed's registry: %s (%d manifest requests, %d blobs downloaded)", img, n, s.Registry.Blobs(img)-before[img][1])
+			}
+		}
+	}
 }
 
 // rawK3dCreate times k3d's own cluster create (the library, no labctl

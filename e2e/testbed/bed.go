@@ -52,6 +52,10 @@ type Bed struct {
 	ca    *ca
 	mu    sync.Mutex // guards nodes: VMs start in parallel
 	nodes map[string]*Node
+
+	proxy    *pullProxy // the own dockerd's HTTP(S)_PROXY
+	regMu    sync.Mutex
+	registry *Registry // started by the first real-images PrepareK3d
 }
 
 // Node is one node container.
@@ -87,12 +91,29 @@ func New(ctx context.Context, o Options) (*Bed, error) {
 	if err := os.MkdirAll(o.Cache, 0o755); err != nil {
 		return nil, err
 	}
-	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: "172.29.0.1/24", AddressPool: "172.29.128.0/17", Log: o.Log})
-	if err != nil {
+	b := &Bed{Network: o.Name, Subnet: subnet, opts: o, nodes: map[string]*Node{}}
+	// The CA and the pull proxy come first: a dockerd of the bed's own
+	// trusts the CA (SSL_CERT_FILE) and pulls through the proxy.
+	if b.ca, err = newCA(); err != nil {
 		return nil, err
 	}
-	b := &Bed{Docker: d, Network: o.Name, Subnet: subnet, opts: o, nodes: map[string]*Node{}}
+	if b.proxy, err = startPullProxy(); err != nil {
+		return nil, err
+	}
+	caFile := filepath.Join(o.Cache, "bed-ca.pem")
+	if err := os.WriteFile(caFile, b.ca.pem, 0o644); err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*Bed, error) { b.Close(); return nil, err }
+	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: "172.29.0.1/24", AddressPool: "172.29.128.0/17", Proxy: b.proxy.URL(), CAFile: caFile, Log: o.Log})
+	if err != nil {
+		return fail(err)
+	}
+	b.Docker = d
+	if !d.Own {
+		b.proxy.close()
+		b.proxy = nil
+	}
 	if b.Image, err = NodeImage(ctx, d, o.Cache, o.Log); err != nil {
 		return fail(err)
 	}
@@ -106,9 +127,6 @@ func New(ctx context.Context, o Options) (*Bed, error) {
 		return fail(err)
 	}
 	if err := b.makeKey(); err != nil {
-		return fail(err)
-	}
-	if b.ca, err = newCA(); err != nil {
 		return fail(err)
 	}
 	return b, nil
@@ -332,10 +350,14 @@ func (b *Bed) Close() {
 	if b.opts.Name != "" && b.Docker != nil {
 		b.removeLeftovers(ctx)
 	}
+	b.registry.stop()
 	if b.dir != "" {
 		_ = os.RemoveAll(b.dir)
 	}
 	if b.Docker != nil {
 		b.Docker.Stop()
+	}
+	if b.proxy != nil {
+		b.proxy.close()
 	}
 }

@@ -38,6 +38,9 @@ type DockerOptions struct {
 	BridgeIP string
 	// AddressPool is where user-defined networks get subnets.
 	AddressPool string
+	// Proxy is the daemon's HTTP(S)_PROXY (the bed's pull proxy) and
+	// CAFile the roots it trusts (SSL_CERT_FILE: the bed's CA alone).
+	Proxy, CAFile string
 	// Log receives progress lines.
 	Log func(format string, args ...any)
 }
@@ -102,8 +105,16 @@ func StartDocker(ctx context.Context, o DockerOptions) (*Docker, error) {
 		"--default-address-pool", "base="+o.AddressPool+",size=24",
 		"--storage-driver", "overlay2",
 	)
-	// A forgotten pull fails at once on loopback instead of trying the network.
-	cmd.Env = append(os.Environ(), "HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=")
+	// Every pull goes to the bed's proxy, which serves the bed's registry
+	// or refuses at once: nothing tries the network.
+	proxy := o.Proxy
+	if proxy == "" {
+		proxy = "http://127.0.0.1:9"
+	}
+	cmd.Env = append(os.Environ(), "HTTP_PROXY="+proxy, "HTTPS_PROXY="+proxy, "NO_PROXY=")
+	if o.CAFile != "" {
+		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+o.CAFile, "SSL_CERT_DIR=/nonexistent")
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

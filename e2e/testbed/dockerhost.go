@@ -121,6 +121,22 @@ func (b *Bed) StartDockerHost(ctx context.Context, name, ip string, images []str
 		time.Sleep(500 * time.Millisecond)
 	}
 	log("docker host %s: dockerd up %s after start", name, time.Since(start).Round(time.Millisecond))
+	if b.registry != nil {
+		// Real-images mode: the host pulls what k3d asks for from the
+		// bed's registry, through the bed's proxy on the node network
+		// (the node trusts the bed's CA), as the staging VM pulls from
+		// docker.io and ghcr.io.
+		u, err := b.proxy.listenOn(b.Subnet.Addr().Next().String())
+		if err != nil {
+			return nil, err
+		}
+		script := "printf '[Service]\nEnvironment=HTTP_PROXY=" + u + " HTTPS_PROXY=" + u + " NO_PROXY=\n' > /etc/systemd/system/docker.service.d/proxy.conf && systemctl daemon-reload && systemctl restart docker && docker version --format '{{.Server.Version}}' >/dev/null"
+		if out, err := b.Exec(ctx, name, "sh", "-c", script); err != nil {
+			return nil, fmt.Errorf("docker host %s: pulls through the bed's proxy: %w: %s", name, err, out)
+		}
+		log("docker host %s: pulls through %s from the bed's registry", name, u)
+		return n, nil
+	}
 	if len(images) > 0 {
 		t := time.Now()
 		save := exec.CommandContext(ctx, "docker", append([]string{"save"}, images...)...)

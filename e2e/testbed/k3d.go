@@ -152,7 +152,7 @@ func (b *Bed) commitImage(ctx context.Context, tag, base string, files []tarFile
 	if err != nil {
 		return false, err
 	}
-	if b.imageHash(ctx, tag) == hash {
+	if b.cached(ctx, tag, hash) {
 		return false, nil
 	}
 	name := fmt.Sprintf("%s-imagebuild-%d", b.opts.Name, time.Now().UnixNano())
@@ -172,7 +172,7 @@ func (b *Bed) commitImage(ctx context.Context, tag, base string, files []tarFile
 	if _, err := b.Docker.Output(ctx, append(args, name, tag)...); err != nil {
 		return false, err
 	}
-	return true, nil
+	return true, b.keep(ctx, tag, hash)
 }
 
 // importImage makes an image of files alone (docker import).
@@ -181,7 +181,7 @@ func (b *Bed) importImage(ctx context.Context, tag string, files []tarFile, entr
 	if err != nil {
 		return false, err
 	}
-	if b.imageHash(ctx, tag) == hash {
+	if b.cached(ctx, tag, hash) {
 		return false, nil
 	}
 	pr, pw := io.Pipe()
@@ -189,5 +189,46 @@ func (b *Bed) importImage(ctx context.Context, tag string, files []tarFile, entr
 	if _, err := b.Docker.Input(ctx, pr, "import", "--change", entrypoint, "--change", "LABEL labctl.hash="+hash, "-", tag); err != nil {
 		return false, err
 	}
-	return true, nil
+	return true, b.keep(ctx, tag, hash)
+}
+
+// cacheTag is the bed's own name for the image it built for tag from
+// inputs hashing to hash. It keeps the image while tag is untagged (for a
+// push and pull through the bed's registry) or moved.
+func cacheTag(tag, hash string) string {
+	repo, _ := splitRef(tag)
+	return "labctl-testbed/" + strings.ReplaceAll(repo, "/", "-") + ":" + hash
+}
+
+// cached tags tag from its cache tag when an image of these inputs was
+// built before.
+func (b *Bed) cached(ctx context.Context, tag, hash string) bool {
+	ct := cacheTag(tag, hash)
+	if b.imageHash(ctx, ct) != hash {
+		return false
+	}
+	_, err := b.Docker.Output(ctx, "tag", ct, tag)
+	return err == nil
+}
+
+// keep gives a new build its cache tag and removes the bed's builds for
+// tag from other inputs, then any untagged image of the bed's, so that
+// rebuilds do not fill the Docker host's disk.
+func (b *Bed) keep(ctx context.Context, tag, hash string) error {
+	ct := cacheTag(tag, hash)
+	if _, err := b.Docker.Output(ctx, "tag", tag, ct); err != nil {
+		return err
+	}
+	repo, _, _ := strings.Cut(ct, ":")
+	out, err := b.Docker.Output(ctx, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repo)
+	if err != nil {
+		return err
+	}
+	for _, old := range strings.Fields(out) {
+		if old != ct {
+			_, _ = b.Docker.Output(ctx, "image", "rm", old)
+		}
+	}
+	_, err = b.Docker.Output(ctx, "image", "prune", "-f", "--filter", "label=labctl.hash")
+	return err
 }
