@@ -40,6 +40,7 @@ import (
 // the cluster on the host; and a raw k3d create of the same config on
 // the same host gives the time ratio.
 func TestCreateStagingOnARemoteDockerHostOverSSH(t *testing.T) {
+	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	logf := func(f string, a ...any) { t.Logf(f, a...) }

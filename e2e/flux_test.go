@@ -36,6 +36,7 @@ import (
 // reconciled, a second create a no-op, a production profile aimed at the
 // same cluster refused (the wrong-path trap), then destroy.
 func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
+	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	total := time.Now()
@@ -68,9 +69,7 @@ func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
 		_, port, _ = strings.Cut(git.Addr, ":")
 	}
 	url := "http://" + strings.TrimSpace(gw) + ":" + port + "/gitops.git"
-	t.Setenv("LABCTL_E2E_GIT_TOKEN", "e2e-token-not-a-secret")
-	t.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
-	t.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
+	// LABCTL_E2E_GIT_TOKEN and the fixture's secrets are set in TestMain.
 
 	dir := t.TempDir()
 	profile := func(name, extra string) string {

@@ -29,6 +29,7 @@ import (
 // name) removes the cluster and the context, and a raw k3d create of the
 // same config in the same run gives the time ratio.
 func TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy(t *testing.T) {
+	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	images, err := bed.PrepareK3d(ctx, false, func(f string, a ...any) { t.Logf(f, a...) })

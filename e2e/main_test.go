@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +18,8 @@ import (
 )
 
 // bed is shared by the package's tests; each test starts its own nodes
-// (own names, own addresses: TestGivenHosts and the production scenario
-// run in parallel).
+// (own names, own addresses: the lane and the production scenario run in
+// parallel).
 var bed *testbed.Bed
 
 func TestMain(m *testing.M) {
@@ -34,13 +35,30 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// The fixture's secrets for Flux, seeded by the production and the
-	// k3d Flux scenarios (fixed, not secrets; os.Setenv since the
-	// production scenario runs in parallel, where t.Setenv is refused).
+	// k3d Flux scenarios, and the k3d one's Git token (fixed, not secrets;
+	// os.Setenv since the scenarios run in parallel, where t.Setenv is
+	// refused).
 	_ = os.Setenv("CLOUDFLARE_API_TOKEN", "e2e-cloudflare-not-a-token")
 	_ = os.Setenv("SOPS_AGE_KEY", "AGE-SECRET-KEY-E2E-NOT-A-KEY")
+	_ = os.Setenv("LABCTL_E2E_GIT_TOKEN", "e2e-token-not-a-secret")
 	code := m.Run()
 	bed.Close()
 	os.Exit(code)
+}
+
+// laneMu is the lane: the scenarios in it run one after another, and
+// all of them in parallel with the production scenario on the PVE
+// simulator, which is mostly waiting.
+var laneMu sync.Mutex
+
+// lane runs t in the lane, in whatever order the lane's scenarios reach
+// it: each makes its own nodes and clusters (own names, addresses and
+// ports) and removes them. `make e2e` allows enough parallel tests for
+// every lane scenario to wait without holding back the production one.
+func lane(t *testing.T) {
+	t.Parallel()
+	laneMu.Lock()
+	t.Cleanup(laneMu.Unlock)
 }
 
 // measuring reports whether the speed comparisons run

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -338,14 +339,21 @@ func (b *Backend) exists(ctx context.Context) (bool, error) {
 // balancer; it waits for the nodes' ready log lines). k3d v5.8.3 writes
 // a temporary k3d-hostsfile-* per node and never removes it
 // (pkg/client/hooks.go), so the create gets a temporary directory of its
-// own (TMPDIR), removed afterwards: nothing is left in the operator's
-// /tmp.
+// own (TMPDIR), emptied of k3d's files and removed afterwards: nothing is
+// left in the operator's /tmp. TMPDIR is the process's: what another
+// goroutine made there meanwhile is left alone, and the directory with it.
 func (b *Backend) CreateCluster(ctx context.Context) error {
 	tmp, err := os.MkdirTemp("", "labctl-k3d-")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.RemoveAll(tmp) }()
+	defer func() {
+		left, _ := filepath.Glob(filepath.Join(tmp, "k3d-*"))
+		for _, f := range left {
+			_ = os.Remove(f)
+		}
+		_ = os.Remove(tmp)
+	}()
 	return b.withDockerEnv(map[string]string{"TMPDIR": tmp}, func() error {
 		cc, err := b.clusterConfig(ctx)
 		if err != nil {
