@@ -91,7 +91,7 @@ testbed:
 ## stand-in images are used where they were built, without a pull)
 e2e: export LABCTL_E2E_REAL_IMAGES ?= 1
 e2e:
-	$(GO) test -tags e2e -count=1 -p 1 -parallel 8 -v -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...
+	$(GO) test -tags e2e -count=1 -p 1 -v -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...
 
 ## e2e-bench: e2e with the speed comparisons measured too (LABCTL_E2E_BENCH=1):
 ## labctl create vs a raw k3d create, the Flux chain with reconcile requests off/on

@@ -40,7 +40,6 @@ import (
 // the cluster on the host; and a raw k3d create of the same config on
 // the same host gives the time ratio.
 func TestCreateStagingOnARemoteDockerHostOverSSH(t *testing.T) {
-	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	logf := func(f string, a ...any) { t.Logf(f, a...) }
@@ -140,7 +139,7 @@ spec:
 		t.Errorf("preflight of the untuned Docker host: %v\n%s", err, pout)
 	}
 
-	pulled := registryPulls(t, images)
+	pulled := registryPulls(t, images.Registry, images.K3dPulled())
 	out, first, err := create("first run", file)
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,6 @@ import (
 // reconciled, a second create a no-op, a production profile aimed at the
 // same cluster refused (the wrong-path trap), then destroy.
 func TestCreateLocalWithFluxReconcilesTheFixtureInOrder(t *testing.T) {
-	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	total := time.Now()
@@ -88,7 +87,7 @@ spec:
     ports:
       - {hostPort: 18084, containerPort: 80, nodeFilter: loadbalancer}
       - {hostPort: 18447, containerPort: 443, nodeFilter: loadbalancer}
-  flux:
+` + k3dEnv(images.NodeEnv) + `  flux:
     url: ` + url + `
     branch: main
     tokenRef: {env: LABCTL_E2E_GIT_TOKEN}
@@ -122,7 +121,7 @@ spec:
 	var watchMu sync.Mutex
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	go watchReady(watchCtx, kc, "flux-e2e", firstReady, &watchMu)
-	pulled := registryPulls(t, images)
+	pulled := registryPulls(t, images.Registry, append(images.K3dPulled(), images.FluxImages...))
 	out, first, err := create("create with Flux", file, commands.CreateOptions{})
 	stopWatch()
 	if err != nil {

@@ -6,8 +6,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +32,6 @@ import (
 // name) removes the cluster and the context, and a raw k3d create of the
 // same config in the same run gives the time ratio.
 func TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy(t *testing.T) {
-	lane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	images, err := bed.PrepareK3d(ctx, false, func(f string, a ...any) { t.Logf(f, a...) })
@@ -85,7 +87,7 @@ spec:
 		return len(m)
 	}
 	before := leaked()
-	pulled := registryPulls(t, images)
+	pulled := registryPulls(t, images.Registry, images.K3dPulled())
 	_, first, err := create("first run", file)
 	if n := leaked() - before; n != 0 {
 		t.Errorf("create left %d k3d-hostsfile-* files in %s", n, os.TempDir())
@@ -173,29 +175,41 @@ spec:
 	t.Logf("labctl create %s vs raw k3d cluster run %s: ratio %.2f (labctl also waits for every Node Ready and merges the kubeconfig)", first.Round(time.Millisecond), rawTime.Round(time.Millisecond), first.Seconds()/rawTime.Seconds())
 }
 
-// registryPulls, in real-images mode on the bed, returns a check that
-// each image k3d needs was pulled from the bed's registry since (a
+// registryPulls, in real-images mode on the bed (r not nil), returns a
+// check that each image was pulled from the bed's registry since (a
 // request for its manifest in the registry's access log; the blobs a
 // Docker engine already holds are not downloaded again).
-func registryPulls(t *testing.T, s testbed.K3dSetup) func() {
+func registryPulls(t *testing.T, r *testbed.Registry, images []string) func() {
 	t.Helper()
-	if s.Registry == nil {
+	if r == nil {
 		return func() {}
 	}
 	before := map[string][2]int{}
-	for _, img := range s.K3dPulled() {
-		before[img] = [2]int{s.Registry.ManifestRequests(img), s.Registry.Blobs(img)}
+	for _, img := range images {
+		before[img] = [2]int{r.ManifestRequests(img), r.Blobs(img)}
 	}
 	return func() {
 		t.Helper()
-		for _, img := range s.K3dPulled() {
-			if n := s.Registry.ManifestRequests(img) - before[img][0]; n < 1 {
-				t.Errorf("real-images mode: %s was not pulled from the bed's registry (log %s)", img, s.Registry.Log)
+		for _, img := range images {
+			if n := r.ManifestRequests(img) - before[img][0]; n < 1 {
+				t.Errorf("real-images mode: %s was not pulled from the bed's registry (log %s)", img, r.Log)
 			} else {
-				t.Logf("pulled from the bed's registry: %s (%d manifest requests, %d blobs downloaded)", img, n, s.Registry.Blobs(img)-before[img][1])
+				t.Logf("pulled from the bed's registry: %s (%d manifest requests, %d blobs downloaded)", img, n, r.Blobs(img)-before[img][1])
 			}
 		}
 	}
+}
+
+// k3dEnv is spec.k3d.env for a test profile (indented under k3d:).
+func k3dEnv(env map[string]string) string {
+	if len(env) == 0 {
+		return ""
+	}
+	out := "    env:\n"
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out += "      " + k + ": " + strconv.Quote(env[k]) + "\n"
+	}
+	return out
 }
 
 // rawK3dCreate times k3d's own cluster create (the library, no labctl

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +17,8 @@ import (
 )
 
 // bed is shared by the package's tests; each test starts its own nodes
-// (own names, own addresses: the lane and the production scenario run in
-// parallel).
+// (own names, own addresses: TestGivenHosts and the production scenario
+// run in parallel).
 var bed *testbed.Bed
 
 func TestMain(m *testing.M) {
@@ -44,21 +43,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	bed.Close()
 	os.Exit(code)
-}
-
-// laneMu is the lane: the scenarios in it run one after another, and
-// all of them in parallel with the production scenario on the PVE
-// simulator, which is mostly waiting.
-var laneMu sync.Mutex
-
-// lane runs t in the lane, in whatever order the lane's scenarios reach
-// it: each makes its own nodes and clusters (own names, addresses and
-// ports) and removes them. `make e2e` allows enough parallel tests for
-// every lane scenario to wait without holding back the production one.
-func lane(t *testing.T) {
-	t.Parallel()
-	laneMu.Lock()
-	t.Cleanup(laneMu.Unlock)
 }
 
 // measuring reports whether the speed comparisons run

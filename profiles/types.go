@@ -211,6 +211,12 @@ type K3d struct {
 	// Image defaults to rancher/k3s with the tag of spec.k3s.version.
 	Image string    `yaml:"image,omitempty" json:"image,omitempty"`
 	Ports []K3dPort `yaml:"ports,omitempty" json:"ports,omitempty"`
+	// Env is set in every server and agent container (k3d's
+	// --env NAME=value@server:*;agent:*), fixed when the cluster is
+	// created. For pulls through a proxy, K3s gives the CONTAINERD_-
+	// prefixed variables (CONTAINERD_HTTPS_PROXY, CONTAINERD_NO_PROXY, …)
+	// to containerd alone, without the prefix.
+	Env map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
 }
 
 // K3dPort maps a host port to a container port on the chosen k3d nodes.

@@ -2,12 +2,14 @@ package profiles
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -371,6 +373,7 @@ func (c *checker) k3d(s *Spec) {
 	if k.ClusterName != "" && !validName.MatchString(k.ClusterName) {
 		c.add("spec.k3d.clusterName", "%q: want lower-case letters, digits and dashes", k.ClusterName)
 	}
+	c.k3dEnv(k.Env)
 	hostPorts := map[int]int{}
 	for i, pm := range k.Ports {
 		at := fmt.Sprintf("spec.k3d.ports[%d]", i)
@@ -389,6 +392,20 @@ func (c *checker) k3d(s *Spec) {
 		}
 		if !k3dNodeFilterRE.MatchString(pm.NodeFilter) {
 			c.add(at+".nodeFilter", "%q: want loadbalancer, server:N, agent:N, servers:* or agents:*", pm.NodeFilter)
+		}
+	}
+}
+
+// k3dEnv checks spec.k3d.env: names a shell would take, not K3S_*
+// (k3d and labctl set K3S_TOKEN, K3S_URL and the like themselves).
+func (c *checker) k3dEnv(env map[string]string) {
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		at := "spec.k3d.env." + name
+		switch {
+		case !envNameRE.MatchString(name):
+			c.add(at, "%q: want letters, digits and underscores, not starting with a digit", name)
+		case strings.HasPrefix(name, "K3S_"):
+			c.add(at, "K3S_* variables are k3d's and labctl's (token, server URL); K3s settings go in spec.k3s.config")
 		}
 	}
 }

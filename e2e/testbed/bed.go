@@ -54,6 +54,7 @@ type Bed struct {
 	nodes map[string]*Node
 
 	proxy    *pullProxy // the own dockerd's HTTP(S)_PROXY
+	bridgeGW string     // the own dockerd's default bridge address
 	regMu    sync.Mutex
 	registry *Registry // started by the first real-images PrepareK3d
 }
@@ -94,18 +95,16 @@ func New(ctx context.Context, o Options) (*Bed, error) {
 	b := &Bed{Network: o.Name, Subnet: subnet, opts: o, nodes: map[string]*Node{}}
 	// The CA and the pull proxy come first: a dockerd of the bed's own
 	// trusts the CA (SSL_CERT_FILE) and pulls through the proxy.
-	if b.ca, err = newCA(); err != nil {
+	if b.ca, err = cachedCA(o.Cache); err != nil {
 		return nil, err
 	}
 	if b.proxy, err = startPullProxy(); err != nil {
 		return nil, err
 	}
 	caFile := filepath.Join(o.Cache, "bed-ca.pem")
-	if err := os.WriteFile(caFile, b.ca.pem, 0o644); err != nil {
-		return nil, err
-	}
 	fail := func(err error) (*Bed, error) { b.Close(); return nil, err }
-	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: "172.29.0.1/24", AddressPool: "172.29.128.0/17", Proxy: b.proxy.URL(), CAFile: caFile, Log: o.Log})
+	b.bridgeGW = "172.29.0.1"
+	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: b.bridgeGW + "/24", AddressPool: "172.29.128.0/17", Proxy: b.proxy.URL(), CAFile: caFile, Log: o.Log})
 	if err != nil {
 		return fail(err)
 	}

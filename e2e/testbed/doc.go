@@ -12,7 +12,11 @@
 // image. K3dImages builds what k3d v5.8.3 asks Docker for —
 // docker.io/rancher/k3s (the node image with the stand-in as /bin/k3s),
 // ghcr.io/k3d-io/k3d-proxy and ghcr.io/k3d-io/k3d-tools — under those
-// names, so the real k3d library creates clusters without a pull.
+// names. In real-images mode (RealImages) it pushes them to its own
+// registry (CNCF Distribution, e2e/tools/registry) and the real k3d
+// library pulls them by name: the bed's dockerd, and a Docker host
+// node's, use the bed's proxy (pullProxy) as HTTPS proxy, which tunnels
+// the registry hosts to that registry and refuses every other host.
 //
 // It is test code: nothing under e2e/ is part of the labctl binary.
 //

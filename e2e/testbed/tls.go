@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -23,6 +25,54 @@ type ca struct {
 	pem  []byte
 }
 
+// cachedCA is the CA kept in dir (bed-ca.pem, bed-ca-key.pem) while it
+// has more than a day left, else a new one written there: images that
+// carry it (the k3d node image trusts it for pulls) stay the same
+// between runs.
+func cachedCA(dir string) (*ca, error) {
+	certFile, keyFile := filepath.Join(dir, "bed-ca.pem"), filepath.Join(dir, "bed-ca-key.pem")
+	if c, err := readCA(certFile, keyFile); err == nil && time.Until(c.cert.NotAfter) > 24*time.Hour {
+		return c, nil
+	}
+	c, err := newCA()
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalECPrivateKey(c.key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	return c, os.WriteFile(certFile, c.pem, 0o644)
+}
+
+func readCA(certFile, keyFile string) (*ca, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, fmt.Errorf("%s or %s: no PEM block", certFile, keyFile)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return &ca{cert: cert, key: key, pem: certPEM}, nil
+}
+
 func newCA() (*ca, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -30,7 +80,7 @@ func newCA() (*ca, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "labctl test bed CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

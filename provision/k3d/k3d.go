@@ -104,6 +104,9 @@ func SimpleConfig(s *profiles.Spec) conf.SimpleConfig {
 	}
 	c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs, passthrough(s.K3s.Config, "server:*")...)
 	c.Options.K3sOptions.ExtraArgs = append(c.Options.K3sOptions.ExtraArgs, passthrough(s.K3s.AgentConfig, "agent:*")...)
+	for _, name := range slices.Sorted(maps.Keys(k.Env)) {
+		c.Env = append(c.Env, conf.EnvVarWithNodeFilters{EnvVar: name + "=" + k.Env[name], NodeFilters: []string{"server:*", "agent:*"}})
+	}
 	return c
 }
 

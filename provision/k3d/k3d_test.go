@@ -121,3 +121,20 @@ func TestDockerHostOrContextReachK3dsDockerClient(t *testing.T) {
 		t.Errorf("environment not restored: DOCKER_HOST %q DOCKER_CONTEXT %q", h, os.Getenv("DOCKER_CONTEXT"))
 	}
 }
+
+// spec.k3d.env reaches every server and agent container, sorted by name.
+func TestEnvReachesEveryNode(t *testing.T) {
+	l, err := profiles.Loader{}.Load("staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Spec.K3d.Env = map[string]string{"CONTAINERD_NO_PROXY": "10.0.0.0/8", "CONTAINERD_HTTPS_PROXY": "http://proxy.lan:3128"}
+	var got []string
+	for _, e := range SimpleConfig(&l.Spec).Env {
+		got = append(got, e.EnvVar+"@"+strings.Join(e.NodeFilters, ";"))
+	}
+	want := "CONTAINERD_HTTPS_PROXY=http://proxy.lan:3128@server:*;agent:* CONTAINERD_NO_PROXY=10.0.0.0/8@server:*;agent:*"
+	if strings.Join(got, " ") != want {
+		t.Errorf("env:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+}

@@ -23,7 +23,9 @@
 //
 // Each server is also a node, as in K3s: containerd (Debian's, started
 // by the stand-in with K3s's socket /run/k3s/containerd/containerd.sock
-// and config under agent/etc), the air-gap images in agent/images/*.tar
+// and config under agent/etc; K3s's CONTAINERD_-prefixed variables
+// given to it without the prefix, e.g. CONTAINERD_HTTPS_PROXY for pulls;
+// registries.yaml is not read), the air-gap images in agent/images/*.tar
 // imported into the k8s.io namespace, upstream kubelet and kube-proxy
 // (iptables mode), a bridge + host-local CNI config for the node's pod
 // CIDR and routes to the other nodes' pod CIDRs (what flannel's host-gw

@@ -82,6 +82,20 @@ func (a *nodeAgent) binPath() string {
 	return "PATH=" + filepath.Join(a.c.DataDir, "data", "current", "bin") + ":" + os.Getenv("PATH")
 }
 
+// containerdEnv is what K3s adds to containerd's environment: each
+// CONTAINERD_-prefixed variable without its prefix (CONTAINERD_HTTPS_PROXY
+// becomes containerd's HTTPS_PROXY, so pulls go through a proxy while
+// K3s and the kubelet do not).
+func containerdEnv(environ []string) []string {
+	var out []string
+	for _, e := range environ {
+		if rest, ok := strings.CutPrefix(e, "CONTAINERD_"); ok && strings.Contains(rest, "=") && !strings.HasPrefix(rest, "=") {
+			out = append(out, rest)
+		}
+	}
+	return out
+}
+
 // startContainerd writes K3s's containerd config and starts containerd.
 func (a *nodeAgent) startContainerd(ctx context.Context, exits chan<- error) error {
 	root := filepath.Join(a.dir, "containerd")
@@ -125,7 +139,7 @@ state = "/run/k3s/containerd"
 	if err != nil {
 		return err
 	}
-	if err := spawn(ctx, a.logs(), "containerd", bin, []string{"--config", filepath.Join(etc, "config.toml")}, []string{a.binPath()}, exits); err != nil {
+	if err := spawn(ctx, a.logs(), "containerd", bin, []string{"--config", filepath.Join(etc, "config.toml")}, append([]string{a.binPath()}, containerdEnv(os.Environ())...), exits); err != nil {
 		return err
 	}
 	for i := 0; ; i++ {
