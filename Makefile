@@ -88,9 +88,10 @@ testbed:
 ## e2e: every Docker-based end-to-end test (the bed's self-test included);
 ## the k3d tests in real-images mode, as the users' workflow runs them,
 ## pulling from the bed's own registry (LABCTL_E2E_REAL_IMAGES=0: the
-## stand-in images are used where they were built, without a pull)
+## stand-in images are used where they were built, without a pull); the
+## production scenarios drive a real sshd too, so test-deps runs first
 e2e: export LABCTL_E2E_REAL_IMAGES ?= 1
-e2e:
+e2e: test-deps
 	$(GO) test -tags e2e -count=1 -p 1 -v -timeout $(E2E_TIMEOUT) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...
 
 ## e2e-bench: e2e with the speed comparisons measured too (LABCTL_E2E_BENCH=1):

@@ -104,7 +104,7 @@ func (p *poller) result() (float64, string) {
 // etcdMembers is the member list as node sees it: "name learner" lines.
 func etcdMembers(t *testing.T, ctx context.Context, node string) (members int, learners int, raw string) {
 	t.Helper()
-	out, err := bed.Exec(ctx, node, "sh", "-c", "curl -sS --max-time 5 --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST https://127.0.0.1:2379/v3/cluster/member/list -d '{}'")
+	out, err := bed.Exec(ctx, node, "sh", "-c", etcdCurl+" https://127.0.0.1:2379/v3/cluster/member/list -d '{}'")
 	if err != nil {
 		t.Fatalf("%s: etcd member list: %v %s", node, err, out)
 	}
@@ -130,6 +130,63 @@ func etcdMembers(t *testing.T, ctx context.Context, node string) (members int, l
 		}
 	}
 	return members, learners, list.Header.ClusterID
+}
+
+const etcdCurl = "curl -sS --max-time 5 --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST"
+
+// moveEtcdLeader makes the member at address to etcd's leader (the
+// leader hands over through etcd's own move-leader call), so that the
+// scenario that kills that server always kills the leader: the rebuild
+// then begins while the others elect a new one.
+func moveEtcdLeader(t *testing.T, ctx context.Context, via, to string) {
+	t.Helper()
+	var list struct {
+		Members []struct {
+			ID         string   `json:"ID"`
+			PeerURLs   []string `json:"peerURLs"`
+			ClientURLs []string `json:"clientURLs"`
+		} `json:"members"`
+	}
+	var status struct {
+		Leader string `json:"leader"`
+	}
+	ask := func(url string, v any) {
+		t.Helper()
+		out, err := bed.Exec(ctx, via, "sh", "-c", etcdCurl+" "+url+" -d '{}'")
+		if err != nil {
+			t.Fatalf("%s: %s: %v %s", via, url, err, out)
+		}
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			t.Fatalf("%s: %s: %v: %s", via, url, err, out)
+		}
+	}
+	ask("https://127.0.0.1:2379/v3/cluster/member/list", &list)
+	ask("https://127.0.0.1:2379/v3/maintenance/status", &status)
+	target, leaderURL := "", ""
+	for _, m := range list.Members {
+		if len(m.PeerURLs) > 0 && strings.Contains(m.PeerURLs[0], "//"+to+":") {
+			target = m.ID
+		}
+		if m.ID == status.Leader && len(m.ClientURLs) > 0 {
+			leaderURL = m.ClientURLs[0]
+		}
+	}
+	if target == "" || leaderURL == "" {
+		t.Fatalf("etcd: no member at %s or no leader (%s) in %+v", to, status.Leader, list.Members)
+	}
+	if target == status.Leader {
+		t.Logf("etcd: the member at %s leads already", to)
+		return
+	}
+	out, err := bed.Exec(ctx, via, "sh", "-c", etcdCurl+" "+leaderURL+"/v3/maintenance/transfer-leadership -d '{\"targetID\":\""+target+"\"}'")
+	if err != nil || strings.Contains(out, `"error"`) {
+		t.Fatalf("etcd: move the leader to %s: %v %s", to, err, out)
+	}
+	ask("https://127.0.0.1:2379/v3/maintenance/status", &status)
+	if status.Leader != target {
+		t.Fatalf("etcd: the leader is %s after the move, want %s (%s)", status.Leader, target, to)
+	}
+	t.Logf("etcd: leadership moved to the member at %s", to)
 }
 
 // changesOn counts the change events per host, and per host the step IDs
@@ -184,8 +241,11 @@ func rebuildE2E(t *testing.T, ctx context.Context, sim *pvesim.Sim, file, kc, st
 		}
 	}
 
-	// 1. kube-srv-2's VM loses power; the rebuild goes through the others.
+	// 1. kube-srv-2's VM loses power while it leads etcd; the rebuild,
+	// begun at once, waits for the others' election and goes through
+	// them.
 	t.Run("RebuildDeadSecondServer", func(t *testing.T) {
+		moveEtcdLeader(t, ctx, "kube-srv-1", s.ips[1])
 		sim.PowerOff(s.vmids[1])
 		if err := bed.Kill(ctx, "kube-srv-2"); err != nil {
 			t.Fatal(err)

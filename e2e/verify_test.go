@@ -310,7 +310,6 @@ func memberRemovedE2E(t *testing.T, ctx context.Context, v *verifier) {
 		if t.Failed() {
 			return
 		}
-		const etcdCurl = "curl -sS --max-time 5 --cacert /var/lib/rancher/k3s/server/tls/etcd/server-ca.crt --cert /var/lib/rancher/k3s/server/tls/etcd/client.crt --key /var/lib/rancher/k3s/server/tls/etcd/client.key -X POST"
 		list, err := bed.Exec(ctx, "kube-srv-1", "sh", "-c", etcdCurl+" https://127.0.0.1:2379/v3/cluster/member/list -d '{}'")
 		if err != nil {
 			t.Fatal(err)

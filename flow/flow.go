@@ -189,6 +189,9 @@ type Options struct {
 	// MemberRemovalWait bounds the wait for K3s to remove a deleted
 	// Node's etcd member (default MemberRemovalWait).
 	MemberRemovalWait time.Duration
+	// ElectionWait bounds a rebuild's wait for etcd to elect a leader
+	// while a quorum of members answers (default ElectionWait).
+	ElectionWait time.Duration
 }
 
 // ErrNoBackend is returned when a flow lacks a provider it needs.

@@ -189,7 +189,7 @@ func (r *rebuild) observe() string {
 			if err != nil {
 				return plan.Verdict{}, fmt.Errorf("%w; with no server left, the cluster can only be restored from a snapshot (labctl restore: not supported yet)", err)
 			}
-			e, err := r.b.Ops.ObserveEtcd(ctx, via)
+			e, err := r.observeEtcd(ctx, via, log)
 			if err != nil {
 				return plan.Verdict{}, err
 			}
@@ -238,6 +238,46 @@ func (r *rebuild) observe() string {
 		Run: func(context.Context, *plan.Exec) error { return nil },
 	})
 	return id
+}
+
+// ElectionWait is how long a rebuild asks etcd again while enough
+// members answer for a quorum but none knows a leader: the election
+// after the loss of the leader (the dead node may have been it) takes
+// an election timeout and more on a loaded or slow-disk machine, and a
+// rebuild begun in that window must not be refused as if quorum were
+// lost (Options can shorten it).
+const ElectionWait = 30 * time.Second
+
+// observeEtcd reads etcd through via; while a quorum of members answers
+// without a leader it asks again every 2 s, up to ElectionWait, and then
+// returns what it saw, for the quorum guard to judge.
+func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(string)) (facts.Etcd, error) {
+	wait := r.o.ElectionWait
+	if wait == 0 {
+		wait = ElectionWait
+	}
+	var e facts.Etcd
+	start, waited := time.Now(), false
+	_, err := poll(ctx, wait, func() (bool, error) {
+		var err error
+		e, err = r.b.Ops.ObserveEtcd(ctx, via)
+		if err != nil {
+			return false, err
+		}
+		electing := r.t.Role == profiles.RoleServer && e.Leader == "" && e.Answering() >= facts.Quorum(len(e.Members))
+		if electing && !waited {
+			log(fmt.Sprintf("etcd: %d of %d members answer but none knows a leader (an election after a member's loss?); asking again for up to %s", e.Answering(), len(e.Members), wait))
+		}
+		waited = waited || electing
+		return !electing, nil
+	})
+	if err != nil {
+		return facts.Etcd{Via: via.Name}, err
+	}
+	if waited && e.Leader != "" {
+		log(fmt.Sprintf("etcd: a leader is elected, seen after %s", time.Since(start).Round(time.Second)))
+	}
+	return e, nil
 }
 
 // quorum refuses unless etcd has quorum now and the members left after

@@ -33,6 +33,10 @@ type cluster struct {
 	restore     *facts.Restore
 	// apiDown: the API answers nothing (etcd without quorum).
 	apiDown bool
+	// electing is how many more etcd observations see the live members
+	// answer without a leader (an election after the leader's loss);
+	// observed counts the observations.
+	electing, observed int
 }
 
 func (c *cluster) facts() (facts.Restore, bool) {
@@ -111,6 +115,16 @@ func (c *cluster) ObserveEtcd(_ context.Context, via profiles.Node) (facts.Etcd,
 	e := c.etcd
 	e.Via = via.Name
 	e.Members = append([]facts.Member(nil), c.etcd.Members...)
+	c.observed++
+	if c.electing > 0 {
+		c.electing--
+		e.Leader = ""
+		for i := range e.Members {
+			if e.Members[i].Healthy {
+				e.Members[i].Healthy, e.Members[i].Answers, e.Members[i].Err = false, true, "answers, but knows no leader"
+			}
+		}
+	}
 	return e, nil
 }
 func (c *cluster) ObserveKubeNodes(context.Context, profiles.Node) ([]facts.KubeNode, error) {
@@ -247,6 +261,33 @@ func TestRebuildRefusesWhenQuorumIsLostNamingEachMember(t *testing.T) {
 	}
 	if len(c.calls) != 0 || c.journal != nil {
 		t.Errorf("a refused rebuild changed %v", c.calls)
+	}
+}
+
+// A rebuild begun while etcd elects a new leader (the dead server led
+// it) waits for the election instead of refusing as if quorum were lost.
+func TestRebuildRightAfterTheLeadersLossWaitsForTheElection(t *testing.T) {
+	c, l := newCluster(t, "kube-srv-2")
+	c.electing = 1
+	if _, err := runRebuild(t, c, l, "kube-srv-2", Options{ElectionWait: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if c.observed < 2 || !c.did("Install kube-srv-2") {
+		t.Errorf("etcd observed %d times, calls %v", c.observed, c.calls)
+	}
+}
+
+// An election that does not end is refused after the wait, naming the
+// members as they answer, and nothing changes.
+func TestRebuildRefusesWhenNoLeaderIsElectedInTime(t *testing.T) {
+	c, l := newCluster(t, "kube-srv-2")
+	c.electing = 1000
+	_, err := runRebuild(t, c, l, "kube-srv-2", Options{ElectionWait: time.Second})
+	if !errors.Is(err, ErrQuorum) || !strings.Contains(err.Error(), "kube-srv-1-old at 10.0.40.101: started, not answering (answers, but knows no leader)") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(c.calls) != 0 || c.observed < 2 {
+		t.Errorf("observed %d times; a refused rebuild changed %v", c.observed, c.calls)
 	}
 }
 
