@@ -241,7 +241,7 @@ func (r *rebuild) observe() string {
 }
 
 // ElectionWait is how long a rebuild asks etcd again while enough
-// members answer for a quorum but none knows a leader: the election
+// members answer for a quorum but some know no leader: the election
 // after the loss of the leader (the dead node may have been it) takes
 // an election timeout and more on a loaded or slow-disk machine, and a
 // rebuild begun in that window must not be refused as if quorum were
@@ -249,7 +249,7 @@ func (r *rebuild) observe() string {
 const ElectionWait = 30 * time.Second
 
 // observeEtcd reads etcd through via; while a quorum of members answers
-// without a leader it asks again every 2 s, up to ElectionWait, and then
+// and some of them know no leader it asks again every 2 s, up to ElectionWait, and then
 // returns what it saw, for the quorum guard to judge.
 func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(string)) (facts.Etcd, error) {
 	wait := r.o.ElectionWait
@@ -264,9 +264,9 @@ func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(s
 		if err != nil {
 			return false, err
 		}
-		electing := r.t.Role == profiles.RoleServer && e.Leader == "" && e.Answering() >= facts.Quorum(len(e.Members))
+		electing := r.t.Role == profiles.RoleServer && e.Answering() >= facts.Quorum(len(e.Members)) && (e.Leader == "" || leaderless(e) > 0)
 		if electing && !waited {
-			log(fmt.Sprintf("etcd: %d of %d members answer but none knows a leader (an election after a member's loss?); asking again for up to %s", e.Answering(), len(e.Members), wait))
+			log(fmt.Sprintf("etcd: %d of %d members answer, %d of them knowing no leader (an election after a member's loss?); asking again for up to %s", e.Answering(), len(e.Members), leaderless(e), wait))
 		}
 		waited = waited || electing
 		return !electing, nil
@@ -278,6 +278,19 @@ func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(s
 		log(fmt.Sprintf("etcd: a leader is elected, seen after %s", time.Since(start).Round(time.Second)))
 	}
 	return e, nil
+}
+
+// leaderless counts the members that answer but know no leader: asked
+// one after another, some may answer before the election ends and some
+// after it.
+func leaderless(e facts.Etcd) int {
+	n := 0
+	for _, m := range e.Members {
+		if m.Answers && !m.Healthy {
+			n++
+		}
+	}
+	return n
 }
 
 // quorum refuses unless etcd has quorum now and the members left after
