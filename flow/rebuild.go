@@ -187,7 +187,7 @@ func (r *rebuild) observe() string {
 			}
 			via, err := r.via()
 			if err != nil {
-				return plan.Verdict{}, fmt.Errorf("%w; with no server left, the cluster can only be restored from a snapshot (labctl restore: not supported yet)", err)
+				return plan.Verdict{}, fmt.Errorf("%w; with no server left, the cluster can only be restored from a snapshot: labctl restore %s --snapshot NAME (labctl snapshot list %s)", err, r.p.Metadata.Name, r.p.Metadata.Name)
 			}
 			e, err := r.observeEtcd(ctx, via, log)
 			if err != nil {

@@ -379,3 +379,17 @@ func TestRebuildOfAK3dAgentReplacesItOnceAndRefusesTheServer(t *testing.T) {
 		t.Errorf("server: %v", err)
 	}
 }
+
+// With no other server answering, the rebuild has nothing to work
+// through: refused before any change, pointing at a restore.
+func TestRebuildWithNoServerLeftPointsAtARestore(t *testing.T) {
+	c, l := newCluster(t, "kube-srv-2")
+	c.unreachable = map[string]bool{"kube-srv-1": true, "kube-srv-3": true}
+	_, err := runRebuild(t, c, l, "kube-srv-2", Options{Confirmed: true})
+	if !errors.Is(err, ErrNoHealthyServer) || !strings.Contains(err.Error(), "labctl restore production --snapshot NAME (labctl snapshot list production)") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(c.calls) != 0 || c.journal != nil {
+		t.Errorf("a refused rebuild changed %v", c.calls)
+	}
+}
