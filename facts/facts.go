@@ -272,6 +272,19 @@ func (e Etcd) Answering() int {
 	return n
 }
 
+// Leaderless counts the members that answer but know no leader (during
+// an election; asked one after another, some members may answer before
+// it ends and some after).
+func (e Etcd) Leaderless() int {
+	n := 0
+	for _, m := range e.Members {
+		if m.Answers && !m.Healthy {
+			n++
+		}
+	}
+	return n
+}
+
 // HasQuorum: enough healthy voters for the current membership, and a
 // leader.
 func (e Etcd) HasQuorum() bool {

@@ -264,9 +264,9 @@ func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(s
 		if err != nil {
 			return false, err
 		}
-		electing := r.t.Role == profiles.RoleServer && e.Answering() >= facts.Quorum(len(e.Members)) && (e.Leader == "" || leaderless(e) > 0)
+		electing := r.t.Role == profiles.RoleServer && e.Answering() >= facts.Quorum(len(e.Members)) && (e.Leader == "" || e.Leaderless() > 0)
 		if electing && !waited {
-			log(fmt.Sprintf("etcd: %d of %d members answer, %d of them knowing no leader (an election after a member's loss?); asking again for up to %s", e.Answering(), len(e.Members), leaderless(e), wait))
+			log(fmt.Sprintf("etcd: %d of %d members answer, %d of them knowing no leader (an election after a member's loss?); asking again for up to %s", e.Answering(), len(e.Members), e.Leaderless(), wait))
 		}
 		waited = waited || electing
 		return !electing, nil
@@ -278,19 +278,6 @@ func (r *rebuild) observeEtcd(ctx context.Context, via profiles.Node, log func(s
 		log(fmt.Sprintf("etcd: a leader is elected, seen after %s", time.Since(start).Round(time.Second)))
 	}
 	return e, nil
-}
-
-// leaderless counts the members that answer but know no leader: asked
-// one after another, some may answer before the election ends and some
-// after it.
-func leaderless(e facts.Etcd) int {
-	n := 0
-	for _, m := range e.Members {
-		if m.Answers && !m.Healthy {
-			n++
-		}
-	}
-	return n
 }
 
 // quorum refuses unless etcd has quorum now and the members left after

@@ -101,10 +101,9 @@ func New(ctx context.Context, o Options) (*Bed, error) {
 	if b.proxy, err = startPullProxy(); err != nil {
 		return nil, err
 	}
-	caFile := filepath.Join(o.Cache, "bed-ca.pem")
 	fail := func(err error) (*Bed, error) { b.Close(); return nil, err }
 	b.bridgeGW = "172.29.0.1"
-	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: b.bridgeGW + "/24", AddressPool: "172.29.128.0/17", Proxy: b.proxy.URL(), CAFile: caFile, Log: o.Log})
+	d, err := StartDocker(ctx, DockerOptions{Cache: o.Cache, BridgeIP: b.bridgeGW + "/24", AddressPool: "172.29.128.0/17", Proxy: b.proxy.URL(), CAFile: caFile(o.Cache), Log: o.Log})
 	if err != nil {
 		return fail(err)
 	}

@@ -41,7 +41,7 @@ func (b *Bed) K3dImages(ctx context.Context, dir string, log func(string, ...any
 	files = append(files, tarFile{"var/lib/rancher/k3s/agent/images/pause.tar", pause, 0o644})
 	// The bed's CA, trusted as a public one (Go reads /etc/ssl/certs/*):
 	// containerd pulls from the bed's registry in real-images mode.
-	files = append(files, tarFile{"etc/ssl/certs/labctl-testbed-ca.pem", filepath.Join(b.opts.Cache, "bed-ca.pem"), 0o644})
+	files = append(files, tarFile{"etc/ssl/certs/labctl-testbed-ca.pem", caFile(b.opts.Cache), 0o644})
 	// More air-gap images (Flux's controllers) ride in the node image.
 	for _, f := range extraImages {
 		files = append(files, tarFile{"var/lib/rancher/k3s/agent/images/" + filepath.Base(f), f, 0o644})

@@ -30,7 +30,7 @@ type ca struct {
 // carry it (the k3d node image trusts it for pulls) stay the same
 // between runs.
 func cachedCA(dir string) (*ca, error) {
-	certFile, keyFile := filepath.Join(dir, "bed-ca.pem"), filepath.Join(dir, "bed-ca-key.pem")
+	certFile, keyFile := caFile(dir), filepath.Join(dir, "bed-ca-key.pem")
 	if c, err := readCA(certFile, keyFile); err == nil && time.Until(c.cert.NotAfter) > 24*time.Hour {
 		return c, nil
 	}
@@ -47,6 +47,10 @@ func cachedCA(dir string) (*ca, error) {
 	}
 	return c, os.WriteFile(certFile, c.pem, 0o644)
 }
+
+// caFile is the bed's CA certificate (PEM) in the cache dir: the bed's
+// dockerd trusts it (SSL_CERT_FILE), the k3d node image carries it.
+func caFile(dir string) string { return filepath.Join(dir, "bed-ca.pem") }
 
 func readCA(certFile, keyFile string) (*ca, error) {
 	certPEM, err := os.ReadFile(certFile)
