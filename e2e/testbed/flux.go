@@ -42,6 +42,8 @@ type FluxBuild struct {
 // BuildFlux builds the controllers (cached by the tools module's go.mod and
 // go.sum) and writes the offline manifests directory.
 func BuildFlux(ctx context.Context, cache string, log func(string, ...any)) (*FluxBuild, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	src, err := sourceDir("../tools/flux")
 	if err != nil {
 		return nil, err

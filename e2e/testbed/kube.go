@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -22,8 +23,32 @@ var KubeBinaries = []string{"kube-apiserver", "kube-controller-manager", "kube-s
 // BuildKube returns a directory holding the Kubernetes binaries and the
 // K3s stand-in. The Kubernetes binaries are cached by the hash of the
 // tools module's go.mod and go.sum; the stand-in is rebuilt every time
-// (seconds, from Go's build cache).
+// (seconds, from Go's build cache) once per test process. Scenarios that
+// run in parallel call it at the same moment: the first builds, the others
+// wait for it and get the same directory (two builds writing the same
+// files raced: a half-written runc, a lost rename).
 func BuildKube(ctx context.Context, cache string, log func(string, ...any)) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if dir, ok := builtKube[cache]; ok {
+		return dir, nil
+	}
+	dir, err := buildKube(ctx, cache, log)
+	if err == nil {
+		builtKube[cache] = dir
+	}
+	return dir, err
+}
+
+// buildMu serialises the bed's builds into its cache (BuildKube,
+// BuildFlux, the pause image's tar); builtKube remembers BuildKube's
+// result per cache directory for the rest of the process.
+var (
+	buildMu   sync.Mutex
+	builtKube = map[string]string{}
+)
+
+func buildKube(ctx context.Context, cache string, log func(string, ...any)) (string, error) {
 	src, err := sourceDir("../tools/kube")
 	if err != nil {
 		return "", err
@@ -83,11 +108,23 @@ func copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
-	tmp := to + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, to)
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o755); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), to)
 }
 
 // PauseImage is the sandbox image's name as the stand-in's containerd
@@ -97,6 +134,8 @@ const PauseImage = "rancher/mirrored-pause:3.6"
 // pauseImageTar packs dir/pause as PauseImage (docker import, docker
 // save) into dir/images/pause.tar, the form K3s's air-gap images take.
 func (b *Bed) pauseImageTar(ctx context.Context, dir string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	out := filepath.Join(dir, "images", "pause.tar")
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
