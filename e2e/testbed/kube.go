@@ -112,7 +112,7 @@ func copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
+	defer func() { _ = os.Remove(f.Name()) }() // gone after the rename
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
