@@ -28,7 +28,8 @@ import (
 // server + 3 agents, 80/443 on the load balancer) against the bed's
 // Docker, named as a Docker host: the cluster and kubeconfig are created,
 // a second run changes nothing, a profile asking another shape of the
-// same cluster is refused with both shapes, `labctl destroy` (confirmed by
+// same cluster is refused with both shapes, one adding spec.k3d.env is
+// refused naming the variable, `labctl destroy` (confirmed by
 // name) removes the cluster and the context, and a raw k3d create of the
 // same config in the same run gives the time ratio.
 func TestCreateLocalK3dNoOpAnotherShapeRefusedThenDestroy(t *testing.T) {
@@ -140,6 +141,19 @@ spec:
 	other := profile("local-e2e-2", "labctl-e2e", 2)
 	if _, _, err := create("other shape", other); !errors.Is(err, k3d.ErrShape) || !strings.Contains(err.Error(), "it has 1 server(s) + 3 agent(s)") || !strings.Contains(err.Error(), "wants 1 server(s) + 2 agent(s)") {
 		t.Fatalf("another shape: %v", err)
+	}
+	// Same shape, an environment the containers were not created with:
+	// refused, the variable named, nothing touched.
+	text, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEnv := filepath.Join(dir, "local-e2e-env.yaml")
+	if err := os.WriteFile(withEnv, append(text, "    env: {LABCTL_E2E_PROXY: \"http://user:pw@proxy.test:3128\"}\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := create("other settings", withEnv); !errors.Is(err, k3d.ErrSettings) || !strings.Contains(err.Error(), "k3d-labctl-e2e-agent-1 lacks env LABCTL_E2E_PROXY (unset)") || strings.Contains(out+err.Error(), "user:pw") {
+		t.Fatalf("another environment: %v\n%s", err, out)
 	}
 
 	// destroy: the cluster and its context go; a second destroy finds

@@ -335,7 +335,69 @@ func (b *Backend) exists(ctx context.Context) (bool, error) {
 	if have.String() != want.String() {
 		return true, fmt.Errorf("k3d cluster %s %w: it has %s; the profile wants %s (delete it first: labctl does not reshape clusters)", b.Spec.K3d.ClusterName, ErrShape, have, want)
 	}
+	if d := settingsDrift(b.Spec, got.Nodes); len(d) > 0 {
+		return true, fmt.Errorf("k3d cluster %s %w: %s (k3d fixes a node's K3s arguments and environment when it creates the cluster: delete it with labctl destroy and create it again, or revert the profile to what runs)", b.Spec.K3d.ClusterName, ErrSettings, strings.Join(d, "; "))
+	}
 	return true, nil
+}
+
+// ErrSettings says a cluster of that name exists, of the profile's shape,
+// but created with other K3s arguments or environment than the profile's.
+var ErrSettings = errors.New("was created with other settings than the profile's")
+
+// settingsDrift lists what the server and agent containers lack of the
+// K3s arguments and environment the profile gives them (SimpleConfig's,
+// by node filter). An environment variable is named, never its value: a
+// proxy URL can hold a password. What k3d adds of its own is not compared.
+func settingsDrift(s *profiles.Spec, nodes []*k3dtypes.Node) []string {
+	c := SimpleConfig(s)
+	args := map[k3dtypes.Role][]string{}
+	env := map[k3dtypes.Role][]string{}
+	roles := func(filters []string) []k3dtypes.Role {
+		var out []k3dtypes.Role
+		for _, f := range filters {
+			role, _, _ := strings.Cut(f, ":")
+			out = append(out, k3dtypes.Role(role))
+		}
+		return out
+	}
+	for _, a := range c.Options.K3sOptions.ExtraArgs {
+		for _, r := range roles(a.NodeFilters) {
+			args[r] = append(args[r], a.Arg)
+		}
+	}
+	for _, e := range c.Env {
+		for _, r := range roles(e.NodeFilters) {
+			env[r] = append(env[r], e.EnvVar)
+		}
+	}
+	var out []string
+	for _, n := range nodes {
+		if n.Role != k3dtypes.ServerRole && n.Role != k3dtypes.AgentRole {
+			continue
+		}
+		var missing []string
+		for _, a := range args[n.Role] {
+			if !slices.Contains(n.Cmd, a) && !slices.Contains(n.Args, a) {
+				missing = append(missing, "K3s argument "+a)
+			}
+		}
+		for _, e := range env[n.Role] {
+			if slices.Contains(n.Env, e) {
+				continue
+			}
+			name, _, _ := strings.Cut(e, "=")
+			what := "unset"
+			if slices.ContainsFunc(n.Env, func(v string) bool { return strings.HasPrefix(v, name+"=") }) {
+				what = "another value"
+			}
+			missing = append(missing, fmt.Sprintf("env %s (%s)", name, what))
+		}
+		if len(missing) > 0 {
+			out = append(out, fmt.Sprintf("%s lacks %s", n.Name, strings.Join(missing, ", ")))
+		}
+	}
+	return out
 }
 
 // CreateCluster runs k3d's cluster create (containers, network, load

@@ -1,6 +1,7 @@
 package k3d
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -8,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/k3d-io/k3d/v5/pkg/config"
+	"github.com/k3d-io/k3d/v5/pkg/runtimes"
 	"github.com/k3d-io/k3d/v5/pkg/runtimes/docker"
+	k3dtypes "github.com/k3d-io/k3d/v5/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/labctl/labctl/internal/golden"
@@ -136,5 +140,60 @@ func TestEnvReachesEveryNode(t *testing.T) {
 	want := "CONTAINERD_HTTPS_PROXY=http://proxy.lan:3128@server:*;agent:* CONTAINERD_NO_PROXY=10.0.0.0/8@server:*;agent:*"
 	if strings.Join(got, " ") != want {
 		t.Errorf("env:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
+// A cluster's containers keep the K3s arguments and environment k3d gave
+// them at create: those the profile now gives and they lack are named
+// (an environment variable by name only, its value can hold a password).
+// The nodes are the ones k3d's own config transform makes of the
+// profile, then as Docker lists them (arguments in the command).
+func TestSettingsDriftNamesWhatTheContainersLack(t *testing.T) {
+	l, err := profiles.Loader{}.Load("staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Spec.K3s.Config = profiles.K3sConfig{"disable-helm-controller": true}
+	l.Spec.K3s.AgentConfig = profiles.K3sConfig{"node-label": "pool=general"}
+	l.Spec.K3d.Env = map[string]string{"CONTAINERD_HTTPS_PROXY": "http://user:s3cret@proxy.lan:3128"}
+	cc, err := config.TransformSimpleToClusterConfig(context.Background(), runtimes.Docker, SimpleConfig(&l.Spec), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := cc.Nodes
+	if len(created) < 4 {
+		t.Fatalf("k3d's transform gave %d nodes", len(created))
+	}
+	if d := settingsDrift(&l.Spec, created); len(d) != 0 {
+		t.Errorf("as created: %v", d)
+	}
+	// As ClusterGet lists them: the arguments are part of the command.
+	var listed []*k3dtypes.Node
+	for _, n := range created {
+		c := *n
+		c.Cmd, c.Args = append([]string{string(n.Role)}, n.Args...), nil
+		listed = append(listed, &c)
+	}
+	if d := settingsDrift(&l.Spec, listed); len(d) != 0 {
+		t.Errorf("as listed: %v", d)
+	}
+
+	l.Spec.K3s.Config["kubelet-arg"] = []any{"max-pods=150"}
+	l.Spec.K3d.Env["CONTAINERD_HTTPS_PROXY"] = "http://user:n3w@proxy.lan:3128"
+	l.Spec.K3d.Env["CONTAINERD_NO_PROXY"] = "10.0.0.0/8"
+	got := strings.Join(settingsDrift(&l.Spec, listed), "\n")
+	for _, want := range []string{
+		"k3d-staging-server-0 lacks K3s argument --kubelet-arg=max-pods=150, env CONTAINERD_HTTPS_PROXY (another value), env CONTAINERD_NO_PROXY (unset)",
+		"k3d-staging-agent-0 lacks env CONTAINERD_HTTPS_PROXY (another value), env CONTAINERD_NO_PROXY (unset)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("drift lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "s3cret") || strings.Contains(got, "n3w") {
+		t.Errorf("an env value reached the drift:\n%s", got)
+	}
+	if strings.Contains(got, "serverlb") || strings.Count(got, "\n") != 3 {
+		t.Errorf("want one line per server and agent (4), none for the load balancer:\n%s", got)
 	}
 }
