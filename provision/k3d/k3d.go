@@ -397,6 +397,7 @@ func settingsDrift(s *profiles.Spec, nodes []*k3dtypes.Node) []string {
 			out = append(out, fmt.Sprintf("%s lacks %s", n.Name, strings.Join(missing, ", ")))
 		}
 	}
+	sort.Strings(out) // Docker lists containers in no set order
 	return out
 }
 
